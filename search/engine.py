@@ -1,0 +1,194 @@
+"""The training engine: ``train(config, data, model) -> TrainResult``.
+
+One short loop. Everything (model, optimizer, schedule, loss, mixing, precision) is built
+before it; the loop only steps. See ``search/timing.py`` for what the seconds include.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from search import models, timing
+from search.config import TrainConfig
+from search.data import Data, DataSpec
+from search.data import load as load_data
+from search.errors import UserError
+from search.models import ModelSpec
+
+# (epoch, val_accuracy, val_loss, train_seconds so far) -> a reason to stop, or None.
+EpochCallback = Callable[[int, float, float, float], "str | bool | None"]
+
+OUTCOMES = ("completed", "early-stopped", "pruned", "diverged", "oom")
+
+# A training loss this many times chance level (ln C) counts as divergence: with BatchNorm a
+# huge lr can blow the loss up by orders of magnitude and still stay finite.
+DIVERGED_LOSS_FACTOR = 1000.0
+
+
+@dataclass
+class TrainResult:
+    """The measurement record of one training run."""
+
+    outcome: str  # completed | early-stopped | pruned | diverged | oom
+    reason: str
+    epochs_run: int
+    best_epoch: int  # 1-based epoch of the best validation accuracy (0: none)
+    accuracy: float  # best validation accuracy
+    seconds: float  # train seconds up to the end of best_epoch: the reported point
+    final_accuracy: float
+    train_seconds: float  # all train seconds spent, including epochs after the best
+    eval_seconds: float
+    samples_per_second: float
+    flops_per_sample: float  # forward + backward FLOPs per training example
+    flops_per_second: float  # achieved: flops_per_sample * samples trained / train_seconds
+    device: dict[str, Any]
+    curve: list[dict[str, float]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def train(config: TrainConfig, data: Data | DataSpec | str = "digits",
+          model: ModelSpec | str = "cnn", *, device: str | torch.device = "auto",
+          callback: EpochCallback | None = None, warm: bool = True) -> TrainResult:
+    """Train ``model`` on ``data`` with ``config``; never raises for divergence or OOM.
+
+    ``callback`` is called after every epoch with (epoch, val_accuracy, val_loss,
+    train_seconds so far); returning a reason (a string or True) stops the run as
+    ``pruned``. ``warm`` pays the process's one-time start-up costs first, untimed.
+    """
+    dev = timing.resolve_device(device)
+    spec = ModelSpec(model) if isinstance(model, str) else model
+    if not isinstance(data, Data):
+        data = load_data(DataSpec(data) if isinstance(data, str) else data)
+    data = data.to(dev, models.input_channels(spec, data.channels))
+    if warm:
+        timing.warm_up(dev)
+    torch.manual_seed(config.seed)
+    net = models.build(spec, in_channels=data.channels, num_classes=data.num_classes,
+                       dropout=config.dropout)
+    if config.frozen_layers and not spec.weights:
+        raise UserError(f"frozen_layers: freezing needs a pretrained backbone (model.weights), "
+                        f"got {config.frozen_layers}")
+    try:
+        config.freeze(net)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if config.batch_size > data.train_size:
+        raise UserError(f"batch_size: larger than the training set ({data.train_size}), "
+                        f"got {config.batch_size}")
+    try:
+        return _run(config, data, net.to(dev), dev, callback)
+    finally:
+        del net
+        gc.collect()
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.device,
+         callback: EpochCallback | None) -> TrainResult:
+    if config.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    steps = data.steps_per_epoch(config.batch_size)
+    optimizer = config.build_optimizer(net)
+    scheduler = config.build_scheduler(optimizer, steps)
+    criterion = config.build_criterion()
+    mix = config.build_mixer(data.num_classes)
+    scaler = config.grad_scaler(dev)
+    generator = torch.Generator().manual_seed(config.seed)
+    loss_limit = DIVERGED_LOSS_FACTOR * math.log(max(2, data.num_classes))
+    x0, y0 = next(data.train_batches(config.batch_size, torch.Generator().manual_seed(0)))
+    flops = timing.flops_per_sample(net, x0, y0, criterion)
+    step_net = torch.compile(net) if config.compile else net
+    fingerprint = timing.fingerprint(dev)
+
+    clock, eval_clock = timing.Stopwatch(dev), timing.Stopwatch(dev)
+    curve: list[dict[str, float]] = []
+    outcome, reason, samples = "completed", "", 0
+    best_acc, best_epoch, best_seconds, since_best = -1.0, 0, 0.0, 0
+    try:
+        for epoch in range(1, config.epochs + 1):
+            net.train()
+            with clock:
+                finite = None
+                for x, y in data.train_batches(config.batch_size, generator,
+                                               config.channels_last):
+                    x, target = mix(x, y)
+                    with config.autocast(dev):
+                        loss = criterion(step_net(x), target)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    scheduler.step()
+                    # Checked one step late, so on a GPU the check waits on a finished step.
+                    if finite is not None and not bool(finite):
+                        break
+                    finite = loss.detach() < loss_limit  # False for nan and inf too
+                    samples += len(x)
+            if finite is not None and not bool(finite):
+                outcome, reason = "diverged", (f"training loss non-finite or above {loss_limit:.0f} "
+                                           f"(1000 x chance) in epoch {epoch}")
+                break
+            with eval_clock:
+                acc, val_loss = evaluate(step_net, data, config, dev, criterion)
+            curve.append({"epoch": epoch, "seconds": clock.seconds, "accuracy": acc,
+                          "loss": val_loss})
+            if not math.isfinite(val_loss):
+                outcome, reason = "diverged", f"non-finite validation loss in epoch {epoch}"
+                break
+            if acc > best_acc:
+                best_acc, best_epoch, best_seconds, since_best = acc, epoch, clock.seconds, 0
+            else:
+                since_best += 1
+            stop = callback(epoch, acc, val_loss, clock.seconds) if callback else None
+            if stop:
+                outcome = "pruned"
+                reason = stop if isinstance(stop, str) else f"stopped by callback at epoch {epoch}"
+                break
+            if config.patience and since_best >= config.patience and epoch < config.epochs:
+                outcome = "early-stopped"
+                reason = (f"no better validation accuracy for {config.patience} epochs "
+                          f"(best {best_acc:.4f} at epoch {best_epoch})")
+                break
+    except torch.OutOfMemoryError as e:
+        outcome, reason = "oom", f"out of memory: {str(e).splitlines()[0][:200]}"
+        del optimizer, scheduler, step_net  # release what the step held before returning
+        gc.collect()
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+
+    return TrainResult(
+        outcome=outcome, reason=reason, epochs_run=len(curve), best_epoch=best_epoch,
+        accuracy=max(best_acc, 0.0), seconds=best_seconds,
+        final_accuracy=curve[-1]["accuracy"] if curve else 0.0,
+        train_seconds=clock.seconds, eval_seconds=eval_clock.seconds,
+        samples_per_second=samples / clock.seconds if clock.seconds else 0.0,
+        flops_per_sample=flops,
+        flops_per_second=flops * samples / clock.seconds if clock.seconds else 0.0,
+        device=fingerprint, curve=curve, config=config.to_dict())
+
+
+@torch.no_grad()
+def evaluate(net: torch.nn.Module, data: Data, config: TrainConfig, dev: torch.device,
+             criterion: torch.nn.Module) -> tuple[float, float]:
+    """Validation accuracy and mean loss (plain cross-entropy), in the run's precision."""
+    net.eval()
+    correct, loss_sum = torch.zeros((), device=dev), torch.zeros((), device=dev)
+    for x, y in data.val_batches(channels_last=config.channels_last):
+        with config.autocast(dev):
+            logits = net(x)
+        loss_sum += torch.nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    n = data.val_size
+    return correct.item() / n, loss_sum.item() / n  # one sync per evaluation
+
+

@@ -1,0 +1,249 @@
+"""Successive halving for the (accuracy, seconds) Pareto objective.
+
+Optuna refuses ``Trial.report`` and ``Trial.should_prune`` in multi-objective studies, so
+we prune ourselves. Every running trial writes its learning curve to the user attribute
+``curve`` after each epoch (see ``docs/architecture.md``); the pruner reads those curves.
+
+Rungs sit at ``min_resource * eta**k`` epochs (or seconds). When a trial's curve first
+crosses a rung, every trial whose curve reached that rung is given a point: the best
+accuracy so far and the cumulative seconds at the first curve entry at or past the rung.
+The points are ranked, and the trial continues only if it is among the top
+``max(1, n // eta)`` of the ``n`` trials at the rung (Optuna's ``SuccessiveHalvingPruner``
+rule).
+
+Ranking order (the documented tie-break), best first:
+
+1. non-dominated front index (accuracy maximized, seconds minimized; equal points do
+   not dominate each other), lower first;
+2. NSGA-II crowding distance within the front, larger first (front extremes are
+   infinite, so the most accurate and the fastest of a front come first);
+3. trial number, lower first (the earlier trial wins).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+Point = tuple[float, float]  # (accuracy, seconds)
+
+RESOURCES = ("epochs", "seconds")
+# The curve entry key that measures each resource.
+_RESOURCE_KEY = {"epochs": "epoch", "seconds": "seconds"}
+# Trials whose curves are real measurements. FAIL and WAITING trials are left out.
+_COMPETING_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
+def _dominates(a: Point, b: Point) -> bool:
+    """Whether ``a`` is at least as good as ``b`` in both objectives and better in one."""
+    return a[0] >= b[0] and a[1] <= b[1] and (a[0] > b[0] or a[1] < b[1])
+
+
+def nondominated_ranks(points: Sequence[Point]) -> list[int]:
+    """Front index of each (accuracy, seconds) point; 0 is the non-dominated front.
+
+    Accuracy is maximized and seconds minimized. This is NSGA-II's fast non-dominated
+    sort, O(n^2) comparisons, which is cheap for a few hundred trials.
+    """
+    n = len(points)
+    dominated_by = [0] * n  # how many points dominate point i
+    dominates: list[list[int]] = [[] for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            if _dominates(points[i], points[j]):
+                dominates[i].append(j)
+                dominated_by[j] += 1
+            elif _dominates(points[j], points[i]):
+                dominates[j].append(i)
+                dominated_by[i] += 1
+    ranks = [0] * n
+    front = [i for i in range(n) if dominated_by[i] == 0]
+    rank = 0
+    while front:
+        following = []
+        for i in front:
+            ranks[i] = rank
+            for j in dominates[i]:
+                dominated_by[j] -= 1
+                if dominated_by[j] == 0:
+                    following.append(j)
+        front = following
+        rank += 1
+    return ranks
+
+
+def crowding_distances(points: Sequence[Point]) -> list[float]:
+    """NSGA-II crowding distance of each point within one front; the extremes get inf.
+
+    Each objective adds the gap between a point's two neighbours, normalized by that
+    objective's range over the front; an objective with no range adds nothing. Ties are
+    broken by position in ``points``, so equal points get a deterministic order.
+    """
+    n = len(points)
+    distances = [0.0] * n
+    if n <= 2:
+        return [math.inf] * n
+    for objective in range(2):
+        by_value = sorted(range(n), key=lambda i: (points[i][objective], i))
+        low, high = points[by_value[0]][objective], points[by_value[-1]][objective]
+        distances[by_value[0]] = distances[by_value[-1]] = math.inf
+        if high == low:
+            continue
+        for before, i, after in zip(by_value, by_value[1:], by_value[2:], strict=False):
+            distances[i] += (points[after][objective] - points[before][objective]) / (high - low)
+    return distances
+
+
+def order(points: Sequence[Point], numbers: Sequence[int]) -> list[int]:
+    """Indices of ``points`` best first: by front, then crowding distance, then number.
+
+    ``numbers`` are the trial numbers of the points; the lower number wins a full tie.
+    """
+    if len(points) != len(numbers):
+        raise ValueError(f"points and numbers must have the same length, got "
+                         f"{len(points)} and {len(numbers)}")
+    ranks = nondominated_ranks(points)
+    distance = [0.0] * len(points)
+    for rank in set(ranks):
+        members = [i for i, r in enumerate(ranks) if r == rank]
+        for i, d in zip(members, crowding_distances([points[i] for i in members]), strict=True):
+            distance[i] = d
+    return sorted(range(len(points)), key=lambda i: (ranks[i], -distance[i], numbers[i]))
+
+
+def _check_eta(eta: int) -> None:
+    # bool is an int subclass; eta=True is a mistake, not 1.
+    if isinstance(eta, bool) or not isinstance(eta, int) or eta < 2:
+        raise ValueError(f"eta must be an integer >= 2, got {eta!r}")
+
+
+def _check_min_resource(min_resource: float) -> None:
+    if (isinstance(min_resource, bool) or not isinstance(min_resource, (int, float))
+            or not math.isfinite(min_resource) or min_resource <= 0):
+        raise ValueError(f"min_resource must be a finite number > 0, got {min_resource!r}")
+
+
+def keeps(n: int, eta: int) -> int:
+    """How many of ``n`` trials at a rung continue: ``max(1, n // eta)``.
+
+    The same rule as Optuna's ``SuccessiveHalvingPruner``: 4 trials at eta=3 keep 1.
+    At least one always continues, since a trial cannot wait for later competitors.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an integer >= 0, got {n!r}")
+    _check_eta(eta)
+    return max(1, n // eta)
+
+
+def rungs(min_resource: float, eta: int, max_resource: float | None) -> Iterator[float]:
+    """Rung levels ``min_resource * eta**k`` for k = 0, 1, ..., up to ``max_resource``.
+
+    Yields forever when ``max_resource`` is None.
+    """
+    _check_min_resource(min_resource)
+    _check_eta(eta)
+    k = 0
+    # Computed afresh each step, not multiplied up, so float error does not accumulate.
+    while max_resource is None or min_resource * eta**k <= max_resource:
+        yield float(min_resource * eta**k)
+        k += 1
+
+
+def point_at(curve: Sequence[dict[str, Any]], level: float, resource: str) -> Point | None:
+    """The (accuracy, seconds) of a curve at a rung, or None if it has not reached it.
+
+    The point is taken at the first entry whose ``resource`` is >= ``level``; its accuracy
+    is the best so far, matching how a trial's final accuracy is defined.
+    """
+    if resource not in _RESOURCE_KEY:
+        raise ValueError(f"resource must be one of {', '.join(RESOURCES)}, got {resource!r}")
+    key = _RESOURCE_KEY[resource]
+    best = -math.inf
+    for entry in curve:
+        best = max(best, entry["accuracy"])
+        if entry[key] >= level:
+            return best, float(entry["seconds"])
+    return None
+
+
+class ParetoSuccessiveHalving:
+    """Successive halving over the (accuracy, seconds) Pareto ranking of a study's trials.
+
+    Call :meth:`prune` after every epoch of a trial with its curve so far; a returned
+    reason means the trial should stop and be told as ``TrialState.PRUNED``.
+    """
+
+    def __init__(
+        self,
+        *,
+        eta: int = 3,
+        min_resource: float = 1.0,
+        resource: str = "epochs",
+        min_trials_at_rung: int = 2,
+    ) -> None:
+        _check_eta(eta)
+        _check_min_resource(min_resource)
+        if resource not in RESOURCES:
+            raise ValueError(f"resource must be one of {', '.join(RESOURCES)}, got {resource!r}")
+        if (isinstance(min_trials_at_rung, bool) or not isinstance(min_trials_at_rung, int)
+                or min_trials_at_rung < 1):
+            raise ValueError(
+                f"min_trials_at_rung must be an integer >= 1, got {min_trials_at_rung!r}")
+        self.eta = eta
+        self.min_resource = float(min_resource)
+        self.resource = resource
+        self.min_trials_at_rung = min_trials_at_rung
+
+    def _rung_crossed(self, curve: Sequence[dict[str, Any]]) -> float | None:
+        """The highest rung first crossed by the curve's last entry, if any.
+
+        A rung is crossed by the entry that reaches it after the previous entry did not,
+        so each rung is decided once, however many epochs later ``prune`` is called.
+        """
+        if not curve:
+            return None
+        key = _RESOURCE_KEY[self.resource]
+        now = curve[-1][key]
+        before = curve[-2][key] if len(curve) > 1 else -math.inf
+        crossed = [level for level in rungs(self.min_resource, self.eta, now) if level > before]
+        return crossed[-1] if crossed else None
+
+    def prune(
+        self, study: optuna.Study, trial_number: int, curve: list[dict[str, Any]]
+    ) -> str | None:
+        """A reason to prune trial ``trial_number`` at its latest epoch, or None to go on.
+
+        ``curve`` is the trial's own curve (the storage may lag behind it). Other trials
+        compete with their stored curves if they are complete, pruned or running, and only
+        if their ``device`` user attribute equals this trial's: seconds measured on
+        different devices are not comparable.
+        """
+        level = self._rung_crossed(curve)
+        if level is None:
+            return None  # nothing to decide; spare the storage a query
+        own = point_at(curve, level, self.resource)
+        assert own is not None  # the last entry crossed the level
+        trials = study.get_trials(deepcopy=False, states=_COMPETING_STATES)
+        device = next((t.user_attrs.get("device") for t in trials if t.number == trial_number),
+                      None)
+        points, numbers = [own], [trial_number]
+        for t in trials:
+            if t.number == trial_number or t.user_attrs.get("device") != device:
+                continue
+            point = point_at(t.user_attrs.get("curve") or [], level, self.resource)
+            if point is not None:
+                points.append(point)
+                numbers.append(t.number)
+        n = len(points)
+        if n < self.min_trials_at_rung:
+            return None
+        position = order(points, numbers).index(0)
+        kept = keeps(n, self.eta)
+        if position < kept:
+            return None
+        return (f"rung {level:g} {self.resource}: ranked {position + 1} of {n} by non-dominated "
+                f"sorting (keeps top {kept} at eta={self.eta})")

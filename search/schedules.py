@@ -1,0 +1,36 @@
+"""Learning-rate schedules, stepped once per batch.
+
+- ``constant``: linear warm-up from 0 over the first ``warmup`` fraction, then flat.
+- ``cosine``: the same warm-up, then cosine decay to 0 at the last step.
+- ``onecycle``: the one-cycle policy (Smith's super-convergence) via torch's OneCycleLR:
+  rises from lr/25 to lr over the ``warmup`` fraction (0 means torch's default 0.3),
+  then anneals (cosine) to lr/1e4. Momentum is not cycled, so the optimizer stays the
+  configured one (plain SGD keeps no momentum).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
+
+
+def factor(name: str, step: int, total_steps: int, warmup_steps: int) -> float:
+    """Multiplier of the base lr at ``step`` (0-based) for the constant and cosine schedules."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if name == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build(name: str, optimizer: torch.optim.Optimizer, lr: float, *, total_steps: int,
+          warmup: float) -> LRScheduler:
+    """The scheduler for ``total_steps`` optimizer steps."""
+    if name == "onecycle":
+        return OneCycleLR(optimizer, max_lr=lr, total_steps=max(2, total_steps),
+                          pct_start=warmup or 0.3, cycle_momentum=False)
+    warmup_steps = round(warmup * total_steps)
+    return LambdaLR(optimizer, lambda step: factor(name, step, total_steps, warmup_steps))

@@ -1,0 +1,360 @@
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState, create_trial
+
+from search.pruning import (
+    ParetoSuccessiveHalving,
+    crowding_distances,
+    keeps,
+    nondominated_ranks,
+    order,
+    point_at,
+    rungs,
+)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def curve(*points: tuple[float, float]) -> list[dict[str, Any]]:
+    """A curve with one (accuracy, cumulative seconds) point per epoch, epochs from 1."""
+    return [{"epoch": i, "seconds": s, "accuracy": a, "loss": 1.0 - a}
+            for i, (a, s) in enumerate(points, start=1)]
+
+
+def rising(final: tuple[float, float], epochs: int) -> list[dict[str, Any]]:
+    """A curve whose accuracy and seconds grow linearly to ``final`` at ``epochs``."""
+    return curve(*[(final[0] * e / epochs, final[1] * e / epochs) for e in range(1, epochs + 1)])
+
+
+def study() -> optuna.Study:
+    return optuna.create_study(directions=["maximize", "minimize"])
+
+
+def add(s: optuna.Study, c: list[dict[str, Any]], state: TrialState = TrialState.COMPLETE,
+        **attrs: Any) -> None:
+    values = [max(e["accuracy"] for e in c), c[-1]["seconds"]] if state == TrialState.COMPLETE \
+        else None
+    s.add_trial(create_trial(state=state, values=values, user_attrs={"curve": c, **attrs}))
+
+
+# --- nondominated_ranks -------------------------------------------------------------------
+
+def test_nondominated_ranks_hand_computed() -> None:
+    # (0.9, 10) and (0.8, 5) trade off; (0.8, 10) loses to both; (0.7, 20) loses to all.
+    points = [(0.9, 10.0), (0.8, 5.0), (0.8, 10.0), (0.7, 20.0)]
+    assert nondominated_ranks(points) == [0, 0, 1, 2]
+
+
+def test_nondominated_ranks_equal_points_share_a_front() -> None:
+    points = [(0.9, 10.0), (0.9, 10.0), (0.8, 10.0)]
+    assert nondominated_ranks(points) == [0, 0, 1]
+
+
+def test_nondominated_ranks_better_in_one_objective_only_dominates() -> None:
+    # Equal accuracy, fewer seconds: dominates. Equal seconds, more accuracy: dominates.
+    assert nondominated_ranks([(0.8, 10.0), (0.8, 9.0)]) == [1, 0]
+    assert nondominated_ranks([(0.8, 10.0), (0.9, 10.0)]) == [1, 0]
+
+
+def test_nondominated_ranks_empty() -> None:
+    assert nondominated_ranks([]) == []
+
+
+# --- crowding_distances -------------------------------------------------------------------
+
+def test_crowding_distances_extremes_are_infinite_interior_normalized() -> None:
+    # Accuracy range 0.4, seconds range 35.
+    front = [(0.5, 5.0), (0.6, 10.0), (0.8, 20.0), (0.9, 40.0)]
+    d = crowding_distances(front)
+    assert d[0] == math.inf and d[3] == math.inf
+    assert d[1] == pytest.approx((0.8 - 0.5) / 0.4 + (20 - 5) / 35)
+    assert d[2] == pytest.approx((0.9 - 0.6) / 0.4 + (40 - 10) / 35)
+
+
+def test_crowding_distances_two_points_are_both_extremes() -> None:
+    assert crowding_distances([(0.5, 5.0), (0.9, 40.0)]) == [math.inf, math.inf]
+
+
+def test_crowding_distances_equal_points_have_no_range() -> None:
+    assert crowding_distances([(0.7, 3.0)] * 3) == [math.inf, 0.0, math.inf]
+
+
+# --- order --------------------------------------------------------------------------------
+
+def test_order_front_comes_first() -> None:
+    assert order([(0.5, 10.0), (0.9, 5.0)], [0, 1]) == [1, 0]
+
+
+def test_order_crowding_distance_then_trial_number() -> None:
+    front = [(0.5, 5.0), (0.6, 10.0), (0.8, 20.0), (0.9, 40.0)]
+    # Both extremes are infinite: the lower trial number goes first; then the wider gap.
+    assert order(front, [10, 11, 12, 13]) == [0, 3, 2, 1]
+    assert order(front, [13, 12, 11, 10]) == [3, 0, 2, 1]
+
+
+def test_order_equal_points_earlier_trial_wins() -> None:
+    assert order([(0.8, 10.0), (0.8, 10.0)], [7, 3]) == [1, 0]
+
+
+def test_order_rejects_mismatched_lengths() -> None:
+    with pytest.raises(ValueError, match="same length, got 2 and 1"):
+        order([(0.8, 10.0), (0.7, 10.0)], [0])
+
+
+# --- keeps and rungs ----------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("n", "eta", "kept"),
+    [(0, 3, 1), (1, 3, 1), (2, 3, 1), (3, 3, 1), (4, 3, 1), (5, 3, 1), (6, 3, 2), (9, 3, 3),
+     (4, 2, 2), (5, 2, 2), (10, 4, 2)],
+)
+def test_keeps_table(n: int, eta: int, kept: int) -> None:
+    assert keeps(n, eta) == kept
+
+
+def test_keeps_third_of_four_at_eta_3_does_not_continue() -> None:
+    # Position 2 (third) of 4 must be pruned: only the first continues.
+    assert 2 >= keeps(4, 3)
+
+
+@pytest.mark.parametrize(
+    ("n", "eta", "message"),
+    [(-1, 3, "n must be an integer >= 0, got -1"), (4.0, 3, "n must be an integer"),
+     (True, 3, "n must be an integer"), (4, 1, "eta must be an integer >= 2, got 1"),
+     (4, 2.0, "eta must be an integer >= 2, got 2.0")],
+)
+def test_keeps_rejects(n: Any, eta: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        keeps(n, eta)
+
+
+def test_rungs_are_geometric_up_to_max_resource() -> None:
+    assert list(rungs(1, 3, 30)) == [1, 3, 9, 27]
+    assert list(rungs(1, 3, 27)) == [1, 3, 9, 27]
+    assert list(rungs(2.0, 3, 1.0)) == []
+    assert list(rungs(0.1, 3, 1.0)) == pytest.approx([0.1, 0.3, 0.9])
+
+
+def test_rungs_without_max_resource_are_endless() -> None:
+    assert list(itertools.islice(rungs(2, 2, None), 5)) == [2, 4, 8, 16, 32]
+
+
+@pytest.mark.parametrize(
+    ("min_resource", "eta", "message"),
+    [(0, 3, "min_resource must be a finite number > 0, got 0"), (-1.0, 3, "min_resource"),
+     (math.inf, 3, "min_resource"), (math.nan, 3, "min_resource"), (1, 1, "eta must be"),
+     (1, 2.5, "eta must be")],
+)
+def test_rungs_rejects(min_resource: Any, eta: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        next(rungs(min_resource, eta, None))
+
+
+# --- point_at -----------------------------------------------------------------------------
+
+def test_point_at_epochs_takes_best_accuracy_so_far() -> None:
+    c = curve((0.5, 2.0), (0.7, 4.0), (0.6, 6.0), (0.8, 8.0))
+    assert point_at(c, 3, "epochs") == (0.7, 6.0)
+    assert point_at(c, 2.5, "epochs") == (0.7, 6.0)  # first entry at or past the level
+    assert point_at(c, 1, "epochs") == (0.5, 2.0)
+
+
+def test_point_at_seconds() -> None:
+    c = curve((0.5, 2.0), (0.7, 4.0), (0.6, 6.0), (0.8, 8.0))
+    assert point_at(c, 5.0, "seconds") == (0.7, 6.0)
+    assert point_at(c, 4.0, "seconds") == (0.7, 4.0)
+
+
+def test_point_at_not_reached_is_none() -> None:
+    c = curve((0.5, 2.0), (0.7, 4.0))
+    assert point_at(c, 3, "epochs") is None
+    assert point_at(c, 4.5, "seconds") is None
+    assert point_at([], 1, "epochs") is None
+
+
+def test_point_at_rejects_unknown_resource() -> None:
+    with pytest.raises(ValueError, match="resource must be one of epochs, seconds, got 'steps'"):
+        point_at(curve((0.5, 2.0)), 1, "steps")
+
+
+# --- ParetoSuccessiveHalving: arguments ---------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"eta": 1}, "eta must be an integer >= 2, got 1"), ({"eta": 3.0}, "eta must be"),
+     ({"eta": True}, "eta must be"), ({"min_resource": 0}, "min_resource must be"),
+     ({"min_resource": -2.0}, "min_resource must be"),
+     ({"min_resource": math.inf}, "min_resource must be"),
+     ({"resource": "steps"}, "resource must be one of epochs, seconds, got 'steps'"),
+     ({"min_trials_at_rung": 0}, "min_trials_at_rung must be an integer >= 1, got 0"),
+     ({"min_trials_at_rung": 2.0}, "min_trials_at_rung must be")],
+)
+def test_pruner_rejects(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ParetoSuccessiveHalving(**kwargs)
+
+
+def test_pruner_arguments_are_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        ParetoSuccessiveHalving(3)  # type: ignore[misc]
+
+
+# --- ParetoSuccessiveHalving.prune on real studies ----------------------------------------
+
+def rung_3_study() -> optuna.Study:
+    """Three finished trials whose points at epoch 3 are known; they run on to epoch 9."""
+    s = study()
+    # Points at rung 3 epochs: (0.9, 30), (0.8, 20), (0.7, 25).
+    add(s, curve((0.5, 10.0), (0.9, 20.0), (0.85, 30.0), *[(0.95, 30.0 + e) for e in range(6)]))
+    add(s, curve((0.4, 5.0), (0.6, 12.0), (0.8, 20.0), *[(0.9, 20.0 + e) for e in range(6)]))
+    add(s, rising((0.7, 25.0), 3), TrialState.PRUNED)
+    return s
+
+
+@pytest.mark.parametrize(
+    ("own", "rank"),
+    [((0.75, 22.0), 3),  # dominated only by (0.8, 20): front 1 of its own, third
+     ((0.6, 28.0), 4),  # dominated by all three
+     ((0.85, 25.0), 3),  # front 0 but interior, behind both (infinite) extremes
+     ((0.6, 15.0), 2)],  # front 0 extreme, tied at inf with trial 0, which is earlier
+)
+def test_prune_prunes_all_but_first_of_four_at_eta_3(own: tuple[float, float], rank: int) -> None:
+    s = rung_3_study()
+    trial = s.ask()
+    reason = ParetoSuccessiveHalving(eta=3).prune(s, trial.number, rising(own, 3))
+    assert reason == (f"rung 3 epochs: ranked {rank} of 4 by non-dominated sorting "
+                      "(keeps top 1 at eta=3)")
+
+
+def test_prune_third_of_four_at_eta_3_is_pruned() -> None:
+    # Syne Tune's MOASHA, read literally, would let the third of four continue.
+    s = rung_3_study()
+    trial = s.ask()
+    reason = ParetoSuccessiveHalving(eta=3).prune(s, trial.number, rising((0.75, 22.0), 3))
+    assert reason == "rung 3 epochs: ranked 3 of 4 by non-dominated sorting (keeps top 1 at eta=3)"
+
+
+def test_prune_keeps_the_first_ranked() -> None:
+    s = rung_3_study()
+    trial = s.ask()
+    # (0.95, 10) dominates every other point at the rung.
+    assert ParetoSuccessiveHalving(eta=3).prune(s, trial.number, rising((0.95, 10.0), 3)) is None
+
+
+def test_prune_keeps_n_over_eta() -> None:
+    s = rung_3_study()
+    trial = s.ask()
+    # At eta=2, 4 trials keep 2: rank 2 continues, rank 3 does not.
+    pruner = ParetoSuccessiveHalving(eta=2, min_resource=3)
+    c = rising((0.6, 15.0), 3)
+    assert pruner.prune(s, trial.number, c) is None  # front 0, rank 2
+    trial.set_user_attr("curve", c)
+    trial = s.ask()
+    # Behind the three of front 0: (0.9, 30), (0.8, 20), (0.6, 15).
+    assert pruner.prune(s, trial.number, rising((0.75, 22.0), 3)) == (
+        "rung 3 epochs: ranked 4 of 5 by non-dominated sorting (keeps top 2 at eta=2)")
+
+
+def test_prune_counts_running_trials_and_skips_failed_and_unreached() -> None:
+    s = study()
+    running = s.ask()
+    running.set_user_attr("curve", rising((0.9, 10.0), 3))
+    add(s, rising((0.95, 5.0), 3), TrialState.FAIL)  # not a competitor
+    add(s, rising((0.95, 5.0), 2), TrialState.PRUNED)  # never reached epoch 3
+    s.add_trial(create_trial(state=TrialState.COMPLETE, values=[0.1, 1.0]))  # no curve
+    trial = s.ask()
+    reason = ParetoSuccessiveHalving(eta=3).prune(s, trial.number, rising((0.5, 20.0), 3))
+    assert reason == "rung 3 epochs: ranked 2 of 2 by non-dominated sorting (keeps top 1 at eta=3)"
+
+
+def test_prune_waits_for_min_trials_at_rung() -> None:
+    s = study()
+    add(s, rising((0.9, 10.0), 3))
+    trial = s.ask()
+    c = rising((0.5, 20.0), 3)
+    assert ParetoSuccessiveHalving(eta=3, min_trials_at_rung=3).prune(s, trial.number, c) is None
+    assert ParetoSuccessiveHalving(eta=3, min_trials_at_rung=2).prune(s, trial.number, c)
+
+
+def test_prune_decides_each_rung_once() -> None:
+    s = rung_3_study()
+    trial = s.ask()
+    pruner = ParetoSuccessiveHalving(eta=3)
+    c = rising((0.75, 22.0), 3)
+    assert pruner.prune(s, trial.number, c[:2]) is None  # between rungs 1 and 3
+    assert pruner.prune(s, trial.number, c) is not None  # crosses rung 3
+    c.append({"epoch": 4, "seconds": 30.0, "accuracy": 0.76, "loss": 0.2})
+    assert pruner.prune(s, trial.number, c) is None  # still before rung 9: decided already
+
+
+def test_prune_decides_rung_1_at_the_first_epoch() -> None:
+    s = study()
+    add(s, rising((0.9, 10.0), 3))
+    trial = s.ask()
+    reason = ParetoSuccessiveHalving(eta=3).prune(s, trial.number, curve((0.1, 9.0)))
+    assert reason == "rung 1 epochs: ranked 2 of 2 by non-dominated sorting (keeps top 1 at eta=3)"
+
+
+def test_prune_uses_own_curve_not_the_stored_one() -> None:
+    s = rung_3_study()
+    trial = s.ask()
+    trial.set_user_attr("curve", rising((0.1, 90.0), 3))  # stale or wrong: must be ignored
+    assert ParetoSuccessiveHalving(eta=3).prune(s, trial.number, rising((0.95, 10.0), 3)) is None
+
+
+def test_prune_by_seconds_decides_the_highest_rung_crossed() -> None:
+    s = study()
+    add(s, curve((0.5, 3.0), (0.9, 10.0)))  # point at rung 9 seconds: (0.9, 10)
+    trial = s.ask()
+    pruner = ParetoSuccessiveHalving(eta=3, resource="seconds", min_resource=1.0)
+    # One epoch of 12 seconds crosses rungs 1, 3 and 9 at once; rung 9 is decided.
+    reason = pruner.prune(s, trial.number, curve((0.4, 12.0)))
+    assert reason == (
+        "rung 9 seconds: ranked 2 of 2 by non-dominated sorting (keeps top 1 at eta=3)")
+
+
+def test_prune_compares_only_trials_on_the_same_device() -> None:
+    s = study()
+    add(s, rising((0.9, 1.0), 3), device="cuda:NVIDIA H100 80GB HBM3")
+    add(s, rising((0.4, 50.0), 3), device="cpu:test")
+    trial = s.ask()
+    trial.set_user_attr("device", "cpu:test")
+    pruner = ParetoSuccessiveHalving(eta=3)
+    # Only the cpu trial competes, and this one dominates it.
+    assert pruner.prune(s, trial.number, rising((0.5, 40.0), 3)) is None
+
+
+def test_tpe_keeps_sampling_when_many_trials_are_pruned() -> None:
+    s = optuna.create_study(
+        directions=["maximize", "minimize"],
+        sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5),
+    )
+    pruner = ParetoSuccessiveHalving(eta=3)
+    for _ in range(30):
+        trial = s.ask()
+        x = trial.suggest_float("x", 0.0, 1.0)
+        c: list[dict[str, Any]] = []
+        for epoch in range(1, 10):
+            # More x: more accurate and slower, so every trial is a trade-off.
+            c.append({"epoch": epoch, "seconds": epoch * (1.0 + x),
+                      "accuracy": x * (1.0 - 0.5**epoch), "loss": 1.0})
+            trial.set_user_attr("curve", c)
+            reason = pruner.prune(s, trial.number, c)
+            if reason is not None:
+                trial.set_user_attr("reason", reason)
+                s.tell(trial, state=TrialState.PRUNED)
+                break
+        else:
+            s.tell(trial, [max(e["accuracy"] for e in c), c[-1]["seconds"]])
+    pruned = s.get_trials(states=(TrialState.PRUNED,))
+    assert len(pruned) >= 10
+    assert all(t.user_attrs["reason"].startswith("rung ") for t in pruned)
+    assert s.get_trials(states=(TrialState.COMPLETE,))
+    nxt = s.ask()
+    assert 0.0 <= nxt.suggest_float("x", 0.0, 1.0) <= 1.0
