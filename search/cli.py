@@ -105,6 +105,58 @@ def train(study: str, sets: tuple[str, ...], config_file: str | None, device: st
 
 
 @cli.command()
+@click.argument("study", type=click.Path())
+@click.option("--trials", type=click.IntRange(min=1), default=None,
+              help="Total finished trials the study should hold (default: the recipe's).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop starting trials after this many seconds.")
+@click.option("--storage", default=None, help="SQLAlchemy URL (default: the recipe's).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=None)
+@click.option("--sampler", default=None, help="tpe, nsga2, random, gp, qmc or grid.")
+@click.option("--json", "as_json", is_flag=True, help="Print the front as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def run(study: str, trials: int | None, timeout: float | None, storage: str | None,
+        device: str, seed: int | None, sampler: str | None, as_json: bool, quiet: bool) -> None:
+    """Run (or resume) the study of a recipe file and print its Pareto front."""
+    from search import recipe as recipes
+    from search import report
+    from search.study import mask, optimize_recipe
+
+    rec = recipes.load(study)
+    if sampler is not None and sampler not in recipes.SAMPLERS:
+        raise UserError(f"--sampler: unknown sampler (valid: {', '.join(recipes.SAMPLERS)}), "
+                        f"got {sampler!r}")
+    summary = optimize_recipe(rec, trials=trials, timeout=timeout, storage=storage,
+                              device=device, seed=seed, sampler=sampler,
+                              progress=not (quiet or as_json))
+    url = mask(storage or rec.storage)
+    if as_json:
+        click.echo(json.dumps({"study": rec.name, "storage": url, "ran": summary.ran,
+                               "seconds": summary.seconds,
+                               "front": report.front_rows(summary.study)}))
+        return
+    click.echo(report.front_table(summary.study))
+    click.echo(f"ran {summary.ran} trials in {summary.seconds:.0f}s; study {rec.name!r} "
+               f"stored in {url}")
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--storage", default="sqlite:///studies/digits.db", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def status(name: str | None, storage: str, as_json: bool) -> None:
+    """Per study: trials by outcome, front size, best accuracy, fastest time, running now."""
+    from search import report
+
+    rows = report.status(storage, name)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    click.echo(report.status_table(rows))
+
+
+@cli.command()
 @click.option("--source", default="digits-0-4", show_default=True,
               help="Source task to pretrain the built-in CNN on.")
 @click.option("--width", default=32, show_default=True)

@@ -89,8 +89,17 @@ def _point(trial: FrozenTrial) -> Point:
     )
 
 
+INFEASIBLE = ("diverged", "oom")
+
+
+def feasible(trial: FrozenTrial) -> bool:
+    """Complete and not diverged or out of memory (those complete as infeasible)."""
+    return (trial.state == TrialState.COMPLETE
+            and trial.user_attrs.get("outcome") not in INFEASIBLE)
+
+
 def points(trials: Iterable[FrozenTrial], *, device: str | None = None) -> list[Point]:
-    """The COMPLETE trials as points, in trial-number order.
+    """The feasible COMPLETE trials as points, in trial-number order.
 
     ``device``: keep only trials whose ``device`` user attribute equals this key (trials
     without one have the key ``"unknown"``). Raises ``ValueError`` for a complete trial
@@ -99,7 +108,7 @@ def points(trials: Iterable[FrozenTrial], *, device: str | None = None) -> list[
     result = [
         _point(t)
         for t in trials
-        if t.state == TrialState.COMPLETE and (device is None or _device_of(t) == device)
+        if feasible(t) and (device is None or _device_of(t) == device)
     ]
     return sorted(result, key=lambda p: p.number)
 

@@ -15,8 +15,11 @@ Ranking order (the documented tie-break), best first:
 
 1. non-dominated front index (accuracy maximized, seconds minimized; equal points do
    not dominate each other), lower first;
-2. NSGA-II crowding distance within the front, larger first (front extremes are
-   infinite, so the most accurate and the fastest of a front come first);
+2. exclusive hypervolume contribution within the front, larger first, measured against
+   the rung's reference point (the worst accuracy at the rung, 1.1 x its slowest
+   seconds): the area only this point dominates. Unlike NSGA-II's crowding distance,
+   which ranks both extremes first, this lets a fast trial that has learned nothing
+   (zero area above the worst accuracy) lose to one that trades time for accuracy;
 3. trial number, lower first (the earlier trial wins).
 """
 
@@ -76,43 +79,53 @@ def nondominated_ranks(points: Sequence[Point]) -> list[int]:
     return ranks
 
 
-def crowding_distances(points: Sequence[Point]) -> list[float]:
-    """NSGA-II crowding distance of each point within one front; the extremes get inf.
+def reference_point(points: Sequence[Point]) -> Point:
+    """The rung's reference: the worst accuracy there, and 1.1 x the slowest seconds.
 
-    Each objective adds the gap between a point's two neighbours, normalized by that
-    objective's range over the front; an objective with no range adds nothing. Ties are
-    broken by position in ``points``, so equal points get a deterministic order.
+    Measured from the worst accuracy at the rung, a point that is fast only because it
+    learned nothing contributes no area, so it cannot win a tie on speed alone.
     """
-    n = len(points)
-    distances = [0.0] * n
-    if n <= 2:
-        return [math.inf] * n
-    for objective in range(2):
-        by_value = sorted(range(n), key=lambda i: (points[i][objective], i))
-        low, high = points[by_value[0]][objective], points[by_value[-1]][objective]
-        distances[by_value[0]] = distances[by_value[-1]] = math.inf
-        if high == low:
-            continue
-        for before, i, after in zip(by_value, by_value[1:], by_value[2:], strict=False):
-            distances[i] += (points[after][objective] - points[before][objective]) / (high - low)
-    return distances
+    return (min(p[0] for p in points), 1.1 * max(p[1] for p in points))
+
+
+def hypervolume_contributions(front: Sequence[Point], reference: Point) -> list[float]:
+    """Exclusive hypervolume contribution of each point of one non-dominated front.
+
+    The area (accuracy x seconds, against ``reference``) that only this point dominates:
+    in a 2-D front sorted by seconds, the rectangle between it and its two neighbours.
+    Equal points share their area, so each contributes nothing exclusively.
+    """
+    n = len(front)
+    by_seconds = sorted(range(n), key=lambda i: (front[i][1], -front[i][0], i))
+    out = [0.0] * n
+    for k, i in enumerate(by_seconds):
+        acc, sec = front[i]
+        next_sec = front[by_seconds[k + 1]][1] if k + 1 < n else reference[1]
+        prev_acc = front[by_seconds[k - 1]][0] if k > 0 else reference[0]
+        out[i] = max(0.0, next_sec - sec) * max(0.0, acc - prev_acc)
+    return out
 
 
 def order(points: Sequence[Point], numbers: Sequence[int]) -> list[int]:
-    """Indices of ``points`` best first: by front, then crowding distance, then number.
+    """Indices of ``points`` best first: by front, then hypervolume contribution within the
+    front (against the rung's ``reference_point``), then trial number.
 
     ``numbers`` are the trial numbers of the points; the lower number wins a full tie.
     """
     if len(points) != len(numbers):
         raise ValueError(f"points and numbers must have the same length, got "
                          f"{len(points)} and {len(numbers)}")
+    if not points:
+        return []
     ranks = nondominated_ranks(points)
-    distance = [0.0] * len(points)
+    reference = reference_point(points)
+    contribution = [0.0] * len(points)
     for rank in set(ranks):
         members = [i for i, r in enumerate(ranks) if r == rank]
-        for i, d in zip(members, crowding_distances([points[i] for i in members]), strict=True):
-            distance[i] = d
-    return sorted(range(len(points)), key=lambda i: (ranks[i], -distance[i], numbers[i]))
+        front = [points[i] for i in members]
+        for i, c in zip(members, hypervolume_contributions(front, reference), strict=True):
+            contribution[i] = c
+    return sorted(range(len(points)), key=lambda i: (ranks[i], -contribution[i], numbers[i]))
 
 
 def _check_eta(eta: int) -> None:
@@ -183,7 +196,7 @@ class ParetoSuccessiveHalving:
         eta: int = 3,
         min_resource: float = 1.0,
         resource: str = "epochs",
-        min_trials_at_rung: int = 2,
+        min_trials_at_rung: int = 3,
     ) -> None:
         _check_eta(eta)
         _check_min_resource(min_resource)

@@ -10,7 +10,8 @@ from optuna.trial import TrialState, create_trial
 
 from search.pruning import (
     ParetoSuccessiveHalving,
-    crowding_distances,
+    hypervolume_contributions,
+    reference_point,
     keeps,
     nondominated_ranks,
     order,
@@ -66,23 +67,29 @@ def test_nondominated_ranks_empty() -> None:
     assert nondominated_ranks([]) == []
 
 
-# --- crowding_distances -------------------------------------------------------------------
+# --- hypervolume contributions -----------------------------------------------------------
 
-def test_crowding_distances_extremes_are_infinite_interior_normalized() -> None:
-    # Accuracy range 0.4, seconds range 35.
+def test_reference_point_is_worst_accuracy_and_padded_slowest() -> None:
+    assert reference_point([(0.5, 5.0), (0.9, 40.0), (0.7, 10.0)]) == (0.5, pytest.approx(44.0))
+
+
+def test_hypervolume_contributions_hand_computed() -> None:
+    # Sorted by seconds; reference (0.4, 50). Rectangles between neighbours:
+    # (0.5, 5): (10-5) * (0.5-0.4) = 0.5;  (0.6, 10): (20-10) * (0.6-0.5) = 1.0
+    # (0.8, 20): (40-20) * (0.8-0.6) = 4.0; (0.9, 40): (50-40) * (0.9-0.8) = 1.0
     front = [(0.5, 5.0), (0.6, 10.0), (0.8, 20.0), (0.9, 40.0)]
-    d = crowding_distances(front)
-    assert d[0] == math.inf and d[3] == math.inf
-    assert d[1] == pytest.approx((0.8 - 0.5) / 0.4 + (20 - 5) / 35)
-    assert d[2] == pytest.approx((0.9 - 0.6) / 0.4 + (40 - 10) / 35)
+    got = hypervolume_contributions(front, (0.4, 50.0))
+    assert got == pytest.approx([0.5, 1.0, 4.0, 1.0])
 
 
-def test_crowding_distances_two_points_are_both_extremes() -> None:
-    assert crowding_distances([(0.5, 5.0), (0.9, 40.0)]) == [math.inf, math.inf]
+def test_hypervolume_contributions_equal_points_share_their_area() -> None:
+    assert hypervolume_contributions([(0.7, 3.0)] * 2, (0.5, 5.0)) == [0.0, 0.0]
 
 
-def test_crowding_distances_equal_points_have_no_range() -> None:
-    assert crowding_distances([(0.7, 3.0)] * 3) == [math.inf, 0.0, math.inf]
+def test_fast_trial_that_learned_nothing_loses_to_an_accurate_one() -> None:
+    # Both non-dominated; the fast one sits at the rung's worst accuracy (no area), so
+    # the slower accurate one ranks first although it is the later trial.
+    assert order([(0.2, 0.1), (0.9, 1.0)], [0, 1]) == [1, 0]
 
 
 # --- order --------------------------------------------------------------------------------
@@ -91,11 +98,10 @@ def test_order_front_comes_first() -> None:
     assert order([(0.5, 10.0), (0.9, 5.0)], [0, 1]) == [1, 0]
 
 
-def test_order_crowding_distance_then_trial_number() -> None:
+def test_order_hypervolume_contribution_then_trial_number() -> None:
     front = [(0.5, 5.0), (0.6, 10.0), (0.8, 20.0), (0.9, 40.0)]
-    # Both extremes are infinite: the lower trial number goes first; then the wider gap.
-    assert order(front, [10, 11, 12, 13]) == [0, 3, 2, 1]
-    assert order(front, [13, 12, 11, 10]) == [3, 0, 2, 1]
+    # Reference (0.5, 44): contributions 0, 1.0, 4.0, 0.4; ties by number.
+    assert order(front, [10, 11, 12, 13]) == [2, 1, 3, 0]
 
 
 def test_order_equal_points_earlier_trial_wins() -> None:
@@ -221,8 +227,11 @@ def rung_3_study() -> optuna.Study:
     ("own", "rank"),
     [((0.75, 22.0), 3),  # dominated only by (0.8, 20): front 1 of its own, third
      ((0.6, 28.0), 4),  # dominated by all three
-     ((0.85, 25.0), 3),  # front 0 but interior, behind both (infinite) extremes
-     ((0.6, 15.0), 2)],  # front 0 extreme, tied at inf with trial 0, which is earlier
+     # Front 0 with (0.9, 30) and (0.8, 20); reference (0.7, 33): exclusive areas
+     # (0.8, 20) 0.5, own 0.25, (0.9, 30) 0.15.
+     ((0.85, 25.0), 2),
+     # Front 0 as the fastest, but at the rung's worst accuracy: no area of its own.
+     ((0.6, 15.0), 3)],
 )
 def test_prune_prunes_all_but_first_of_four_at_eta_3(own: tuple[float, float], rank: int) -> None:
     s = rung_3_study()
@@ -252,11 +261,11 @@ def test_prune_keeps_n_over_eta() -> None:
     trial = s.ask()
     # At eta=2, 4 trials keep 2: rank 2 continues, rank 3 does not.
     pruner = ParetoSuccessiveHalving(eta=2, min_resource=3)
-    c = rising((0.6, 15.0), 3)
+    c = rising((0.85, 25.0), 3)
     assert pruner.prune(s, trial.number, c) is None  # front 0, rank 2
     trial.set_user_attr("curve", c)
     trial = s.ask()
-    # Behind the three of front 0: (0.9, 30), (0.8, 20), (0.6, 15).
+    # Behind the three of front 0: (0.9, 30), (0.8, 20), (0.85, 25).
     assert pruner.prune(s, trial.number, rising((0.75, 22.0), 3)) == (
         "rung 3 epochs: ranked 4 of 5 by non-dominated sorting (keeps top 2 at eta=2)")
 
@@ -269,7 +278,8 @@ def test_prune_counts_running_trials_and_skips_failed_and_unreached() -> None:
     add(s, rising((0.95, 5.0), 2), TrialState.PRUNED)  # never reached epoch 3
     s.add_trial(create_trial(state=TrialState.COMPLETE, values=[0.1, 1.0]))  # no curve
     trial = s.ask()
-    reason = ParetoSuccessiveHalving(eta=3).prune(s, trial.number, rising((0.5, 20.0), 3))
+    pruner = ParetoSuccessiveHalving(eta=3, min_trials_at_rung=2)
+    reason = pruner.prune(s, trial.number, rising((0.5, 20.0), 3))
     assert reason == "rung 3 epochs: ranked 2 of 2 by non-dominated sorting (keeps top 1 at eta=3)"
 
 
@@ -297,7 +307,8 @@ def test_prune_decides_rung_1_at_the_first_epoch() -> None:
     s = study()
     add(s, rising((0.9, 10.0), 3))
     trial = s.ask()
-    reason = ParetoSuccessiveHalving(eta=3).prune(s, trial.number, curve((0.1, 9.0)))
+    pruner = ParetoSuccessiveHalving(eta=3, min_trials_at_rung=2)
+    reason = pruner.prune(s, trial.number, curve((0.1, 9.0)))
     assert reason == "rung 1 epochs: ranked 2 of 2 by non-dominated sorting (keeps top 1 at eta=3)"
 
 
@@ -312,7 +323,8 @@ def test_prune_by_seconds_decides_the_highest_rung_crossed() -> None:
     s = study()
     add(s, curve((0.5, 3.0), (0.9, 10.0)))  # point at rung 9 seconds: (0.9, 10)
     trial = s.ask()
-    pruner = ParetoSuccessiveHalving(eta=3, resource="seconds", min_resource=1.0)
+    pruner = ParetoSuccessiveHalving(eta=3, min_trials_at_rung=2, resource="seconds",
+                                     min_resource=1.0)
     # One epoch of 12 seconds crosses rungs 1, 3 and 9 at once; rung 9 is decided.
     reason = pruner.prune(s, trial.number, curve((0.4, 12.0)))
     assert reason == (

@@ -1,0 +1,98 @@
+"""The Optuna objective: one trial is one real training run, scored as it went.
+
+What a trial reports (also in docs/architecture.md):
+- ``pareto``: ``(accuracy, seconds)``, the best validation accuracy and the training
+  seconds up to the end of the epoch that first reached it. Re-training the trial's
+  config (same params, same ``epochs`` schedule length) and stopping after
+  ``result.best_epoch`` epochs reproduces that point.
+- ``time-to-accuracy``: ``seconds``, the training seconds until validation accuracy first
+  reached the target (training stops there). A trial that never reaches it is pruned with
+  outcome ``unreached``.
+
+Each epoch the curve is written to the trial (``user_attrs["curve"]``), then the pruner
+decides: our Pareto successive halving for ``pareto``, Optuna's own pruner (through
+``trial.report`` of the validation error) for ``time-to-accuracy``. Diverged and
+out-of-memory trials complete as infeasible (``trial.set_constraint``) so samplers learn
+to avoid them and the front ignores them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from search.config import TrainConfig
+from search.engine import TrainResult, train
+from search.pruning import ParetoSuccessiveHalving
+from search.space import Space
+
+INFEASIBLE = ("diverged", "oom")
+
+
+@dataclass
+class Objective:
+    """Callable for ``study.optimize``: samples a config, trains it, reports the result."""
+
+    space: Space
+    base: TrainConfig
+    data: Any  # search.data.Data, loaded once per worker
+    model: Any  # search.models.ModelSpec
+    device: Any
+    objective: str = "pareto"
+    target: float | None = None
+    pruner: ParetoSuccessiveHalving | None = None
+    on_epoch: Callable[[optuna.trial.Trial, TrainConfig, int, float, float], None] | None = None
+
+    def __post_init__(self) -> None:
+        from search.timing import fingerprint
+
+        self.device_key = fingerprint(self.device)["key"]
+
+    def __call__(self, trial: optuna.trial.Trial) -> Any:
+        config = self.space.suggest(trial, self.base)
+        trial.set_user_attr("config", config.to_dict())
+        trial.set_user_attr("device", self.device_key)  # the pruner compares within a device
+        curve: list[dict[str, float]] = []
+
+        def callback(epoch: int, acc: float, loss: float, seconds: float) -> str | None:
+            curve.append({"epoch": epoch, "seconds": seconds, "accuracy": acc, "loss": loss})
+            trial.set_user_attr("curve", curve)
+            if self.on_epoch:
+                self.on_epoch(trial, config, epoch, acc, seconds)
+            if self.objective == "time-to-accuracy":
+                if acc >= self.target:
+                    return f"reached target {self.target} at epoch {epoch}"
+                trial.report(1.0 - acc, step=epoch)
+                if trial.should_prune():
+                    return f"pruned by {type(trial.study.pruner).__name__} at epoch {epoch}"
+                return None
+            if self.pruner is not None:
+                return self.pruner.prune(trial.study, trial.number, curve)
+            return None
+
+        result = train(config, self.data, self.model, device=self.device, callback=callback)
+        return self._report(trial, result)
+
+    def _report(self, trial: optuna.trial.Trial, result: TrainResult) -> Any:
+        outcome, reason = result.outcome, result.reason
+        reached = self.objective == "time-to-accuracy" and reason.startswith("reached target")
+        if reached:
+            outcome = "completed"
+        elif self.objective == "time-to-accuracy" and outcome not in ("pruned", *INFEASIBLE):
+            outcome = "unreached"
+            reason = (f"best accuracy {result.accuracy:.4f} < target {self.target} "
+                      f"after {result.epochs_run} epochs")
+        trial.set_user_attr("result", result.to_dict())
+        trial.set_user_attr("outcome", outcome)
+        trial.set_user_attr("reason", reason)
+        trial.set_constraint("feasible", 1.0 if outcome in INFEASIBLE else 0.0)
+        if outcome in ("pruned", "unreached"):
+            raise optuna.TrialPruned(reason)
+        if self.objective == "time-to-accuracy":
+            if outcome in INFEASIBLE:
+                raise optuna.TrialPruned(reason)
+            return result.seconds
+        return result.accuracy, result.seconds

@@ -1,0 +1,256 @@
+"""Search spaces (``spaces/*.yaml``): YAML -> Optuna suggestions -> a typed TrainConfig.
+
+Each top-level key is a TrainConfig field, and its value says how the search treats it:
+
+    lr:            {low: 1.0e-4, high: 0.1, log: true}      # float range (log scale)
+    batch_size:    {choices: [32, 64, 128, 256]}            # categorical
+    frozen_layers: {low: 0, high: max}                      # int range; max = model's blocks
+    warmup:        {low: 0.0, high: 0.3, step: 0.05}        # stepped range
+    precision:     fp32                                     # fixed value (or {value: fp32})
+    momentum:      {low: 0.8, high: 0.99, when: {optimizer: [momentum, nesterov]}}
+    cutmix_alpha:  {low: 0.1, high: 1.0, optional: true}    # sampled only when use_cutmix_alpha
+
+``when`` makes a dimension conditional on earlier ones (an unmet condition leaves the
+field at the recipe's baseline). ``optional`` adds a boolean dimension ``use_<field>``;
+when it is false the field keeps its baseline value (off for the tricks, whose baselines
+are 0). Optuna params are named after the fields, so a trial's params read as a config.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from search.config import _CHECKS, TrainConfig
+from search.errors import UserError
+from search.files import read_mapping
+
+_SPEC_KEYS = {"choices", "low", "high", "log", "step", "value", "when", "optional"}
+_INT_FIELDS = {"batch_size", "epochs", "patience", "frozen_layers", "seed"}
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One field of the search: fixed, categorical or a numeric range."""
+
+    name: str
+    value: Any = None  # fixed value (when kind == "fixed")
+    choices: tuple[Any, ...] = ()
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    optional: bool = False
+
+    @property
+    def kind(self) -> str:
+        if self.choices:
+            return "categorical"
+        if self.low is not None:
+            return "int" if self.name in _INT_FIELDS else "float"
+        return "fixed"
+
+
+@dataclass(frozen=True)
+class Space:
+    """A parsed, validated search space."""
+
+    path: Path | None
+    dimensions: tuple[Dimension, ...]
+
+    def suggest(self, trial: optuna.trial.BaseTrial, base: TrainConfig) -> TrainConfig:
+        """Sample one configuration: the space's fields over ``base`` (the baseline)."""
+        chosen: dict[str, Any] = {}
+        for dim in self.dimensions:
+            if not all(chosen.get(k, getattr(base, k)) in vals for k, vals in dim.when):
+                continue
+            if dim.optional and not trial.suggest_categorical(f"use_{dim.name}", [False, True]):
+                continue
+            chosen[dim.name] = _suggest(trial, dim)
+        if "betas" in chosen:
+            chosen["betas"] = _betas(chosen["betas"])
+        return base.replace(**chosen)
+
+    def params_of(self, config: TrainConfig) -> dict[str, Any]:
+        """Optuna params that make ``suggest`` reproduce ``config`` where the space allows
+        (for enqueueing the baseline); values outside a dimension's range are left out."""
+        out: dict[str, Any] = {}
+        off = TrainConfig()
+        for dim in self.dimensions:
+            value = getattr(config, dim.name)
+            if dim.kind == "fixed" or not all(getattr(config, k) in v for k, v in dim.when):
+                continue
+            if dim.optional:
+                on = value != getattr(off, dim.name)
+                out[f"use_{dim.name}"] = on
+                if not on:
+                    continue
+            if dim.name == "betas" and value is not None:
+                value = ",".join(str(float(b)) for b in value)
+            if dim.kind == "categorical" and value in dim.choices:
+                out[dim.name] = value
+            elif dim.kind in ("int", "float") and dim.low <= value <= dim.high:
+                out[dim.name] = value
+        return out
+
+    def grid(self) -> dict[str, list[Any]]:
+        """The search space for Optuna's GridSampler (choices and stepped ranges only)."""
+        out: dict[str, list[Any]] = {}
+        for dim in self.dimensions:
+            if dim.when or dim.optional:
+                raise UserError(f"{dim.name}: the grid sampler takes no conditional dimensions",
+                                source=str(self.path))
+            if dim.kind == "categorical":
+                out[dim.name] = list(dim.choices)
+            elif dim.kind == "fixed":
+                out[dim.name] = [dim.value]
+            elif dim.step is None and dim.kind == "float":
+                raise UserError(f"{dim.name}: the grid sampler needs choices or a step",
+                                source=str(self.path))
+            else:
+                step = dim.step or 1
+                n = int(round((dim.high - dim.low) / step))
+                out[dim.name] = [_cast(dim, dim.low + i * step) for i in range(n + 1)]
+        return out
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.dimensions)
+
+
+def _suggest(trial: optuna.trial.BaseTrial, dim: Dimension) -> Any:
+    if dim.kind == "fixed":
+        return dim.value
+    if dim.kind == "categorical":
+        return trial.suggest_categorical(dim.name, list(dim.choices))
+    if dim.kind == "int":
+        return trial.suggest_int(dim.name, int(dim.low), int(dim.high), step=int(dim.step or 1),
+                                 log=dim.log)
+    return trial.suggest_float(dim.name, dim.low, dim.high, step=dim.step, log=dim.log)
+
+
+def _betas(value: Any) -> tuple[float, float]:
+    if isinstance(value, str):  # Optuna categoricals hold scalars: "0.9,0.999"
+        a, b = value.split(",")
+        return (float(a), float(b))
+    return tuple(value)
+
+
+def _cast(dim: Dimension, v: float) -> Any:
+    return int(round(v)) if dim.kind == "int" else round(v, 12)
+
+
+def load(path: str | Path, *, max_blocks: int | None = None) -> Space:
+    """Read and validate a space file; ``max_blocks`` resolves ``high: max`` for frozen_layers."""
+    path = Path(path)
+    raw = read_mapping(path)
+    return parse(raw, source=str(path), path=path, max_blocks=max_blocks)
+
+
+def parse(raw: dict[str, Any], *, source: str, path: Path | None = None,
+          max_blocks: int | None = None) -> Space:
+    fields = TrainConfig.fields()
+    dims = []
+    seen: list[str] = []
+    for name, spec in raw.items():
+        if name not in fields:
+            raise UserError(f"{name}: unknown field (valid: {', '.join(fields)})", source=source)
+        dims.append(_dimension(name, spec, source, seen, max_blocks))
+        seen.append(name)
+    return Space(path=path, dimensions=tuple(dims))
+
+
+def _dimension(name: str, spec: Any, source: str, seen: list[str],
+               max_blocks: int | None) -> Dimension:
+    def fail(key: str, problem: str, value: Any) -> UserError:
+        return UserError(f"{name}{'.' + key if key else ''}: {problem}, got {value!r}",
+                         source=source)
+
+    if not isinstance(spec, dict):
+        spec = {"value": spec}
+    for key in spec:
+        if key not in _SPEC_KEYS:
+            raise fail(key, f"unknown key (valid: {', '.join(sorted(_SPEC_KEYS))})", spec[key])
+    check = _CHECKS[name]
+
+    def valid(key: str, value: Any) -> Any:
+        if name == "betas" and isinstance(value, str):
+            value = _betas(value)
+        try:
+            return check(value)
+        except (TypeError, ValueError) as e:
+            raise fail(key, str(e), value) from None
+
+    when = _when(spec.get("when"), name, source, seen)
+    optional = spec.get("optional", False)
+    if not isinstance(optional, bool):
+        raise fail("optional", "must be true or false", optional)
+    kinds = [k for k in ("choices", "low", "value") if k in spec]
+    if "high" in spec and "low" not in spec:
+        raise fail("low", "a range needs low and high", None)
+    if len(kinds) != 1:
+        raise fail("", "give exactly one of choices, low/high, or value", spec)
+    if "value" in spec:
+        return Dimension(name, value=valid("value", spec["value"]), when=when)
+    if "choices" in spec:
+        choices = spec["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise fail("choices", "must be a non-empty list", choices)
+        for c in choices:
+            valid("choices", c)
+        if name == "betas":  # Optuna categoricals hold scalars
+            choices = [",".join(str(float(b)) for b in c) for c in choices]
+        return Dimension(name, choices=tuple(choices), when=when, optional=optional)
+    low, high = spec.get("low"), spec.get("high")
+    if high == "max" and name == "frozen_layers":
+        if max_blocks is None:
+            raise fail("high", "max needs the model's block count", high)
+        high = max_blocks
+    if high is None:
+        raise fail("high", "a range needs low and high", None)
+    if name in {"betas", "optimizer", "lr_schedule", "lr_scaling", "precision",
+                "channels_last", "compile"}:
+        raise fail("low", "this field takes choices or a value, not a range", low)
+    low, high = valid("low", low), valid("high", high)
+    if low >= high:
+        raise UserError(f"{name}: low must be < high, got low={low!r}, high={high!r}",
+                        source=source)
+    if name == "frozen_layers" and max_blocks is not None and high > max_blocks:
+        raise fail("high", f"the model has {max_blocks} blocks", high)
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise fail("log", "must be true or false", log)
+    if log and low <= 0:
+        raise fail("low", "must be > 0 on a log scale", low)
+    step = spec.get("step")
+    if step is not None:
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0 \
+                or not math.isfinite(step):
+            raise fail("step", "must be a number > 0", step)
+        if log:
+            raise fail("step", "cannot be combined with log", step)
+    return Dimension(name, low=low, high=high, log=log, step=step, when=when, optional=optional)
+
+
+def _when(raw: Any, name: str, source: str, seen: list[str]
+          ) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict) or not raw:
+        raise UserError(f"{name}.when: must be a mapping of field: value(s), got {raw!r}",
+                        source=source)
+    out = []
+    for key, vals in raw.items():
+        if key not in TrainConfig.fields():
+            raise UserError(f"{name}.when.{key}: unknown field, got {key!r}", source=source)
+        if key not in seen:
+            raise UserError(f"{name}.when.{key}: must refer to a dimension listed earlier, "
+                            f"got {key!r}", source=source)
+        vals = tuple(vals) if isinstance(vals, list) else (vals,)
+        out.append((key, vals))
+    return tuple(out)
