@@ -72,17 +72,21 @@ def _device_of(trial: FrozenTrial) -> str:
 
 
 def _point(trial: FrozenTrial) -> Point:
+    """A trial's (accuracy, seconds): its two values in a pareto study; in a
+    time-to-accuracy study its one value (seconds) and the accuracy it reached."""
     values = trial.values
-    if values is None or len(values) != 2:
+    if values is None or len(values) not in (1, 2):
         got = None if values is None else len(values)
-        raise ValueError(
-            f"trial {trial.number}: expected 2 values [accuracy, seconds] "
-            f"(a pareto study), got {got}"
-        )
+        raise ValueError(f"trial {trial.number}: expected values [accuracy, seconds] or "
+                         f"[seconds], got {got}")
+    if len(values) == 1:
+        accuracy = float(trial.user_attrs.get("result", {}).get("accuracy", 0.0))
+    else:
+        accuracy = float(values[0])
     return Point(
         number=trial.number,
-        accuracy=float(values[0]),
-        seconds=float(values[1]),
+        accuracy=accuracy,
+        seconds=float(values[-1]),
         params=dict(trial.params),
         outcome=str(trial.user_attrs.get("outcome", DEFAULT_OUTCOME)),
         device=_device_of(trial),

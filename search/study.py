@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ def make_sampler(name: str, seed: int, space: Any = None) -> optuna.samplers.Bas
     """The sampler named in a recipe. TPE is multivariate (grouped for conditional
     dimensions) with the constant liar, so parallel workers do not pile onto one point."""
     if name == "tpe":
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
                                           constant_liar=True, n_startup_trials=10)
     if name == "nsga2":
@@ -149,6 +151,8 @@ def optimize_recipe(recipe: Recipe, *, trials: int | None = None, timeout: float
     from search.progress import Progress
     from search.timing import resolve_device
 
+    # Our bars (or nothing, with --quiet) replace Optuna's per-trial log lines.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     data_spec, model_spec = recipe.data_spec(), recipe.model_spec()
     dev = resolve_device(device)
     data = load_data(data_spec)  # before the study is touched: bad data writes nothing
@@ -163,8 +167,6 @@ def optimize_recipe(recipe: Recipe, *, trials: int | None = None, timeout: float
         study.enqueue_trial(space.params_of(base))
     trials = trials if trials is not None else recipe.trials
     timeout = timeout if timeout is not None else recipe.timeout
-    # Our bars (or nothing, with --quiet) replace Optuna's per-trial log lines.
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     bar = Progress(total=trials, enabled=progress)
     bar.study_bar.update(min(finished_count(study), trials or 0))
     pruner = make_pruner(recipe.pruner) if recipe.objective == "pareto" else None

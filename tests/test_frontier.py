@@ -91,10 +91,17 @@ def test_points_filter_by_device() -> None:
     assert frontier.points(study.trials, device="tpu") == []
 
 
-def test_points_reject_single_objective_study() -> None:
+def test_points_of_time_to_accuracy_study_take_accuracy_from_result() -> None:
     study = optuna.create_study(direction="minimize")
-    study.add_trial(create_trial(value=3.0))
-    with pytest.raises(ValueError, match="trial 0: expected 2 values"):
+    study.add_trial(create_trial(value=3.0, user_attrs={"result": {"accuracy": 0.97}}))
+    (point,) = frontier.points(study.trials)
+    assert (point.accuracy, point.seconds) == (0.97, 3.0)
+
+
+def test_points_reject_three_objectives() -> None:
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    study.add_trial(create_trial(values=[0.9, 3.0, 1.0]))
+    with pytest.raises(ValueError, match="trial 0: expected values"):
         frontier.points(study.trials)
 
 
