@@ -143,17 +143,198 @@ def run(study: str, trials: int | None, timeout: float | None, storage: str | No
 
 @cli.command()
 @click.argument("name", required=False)
-@click.option("--storage", default="sqlite:///studies/digits.db", show_default=True)
+@click.option("--storage", default=None,
+              help="SQLAlchemy URL (default: sqlite:///studies/NAME.db, or studies/digits.db).")
 @click.option("--json", "as_json", is_flag=True)
-def status(name: str | None, storage: str, as_json: bool) -> None:
+def status(name: str | None, storage: str | None, as_json: bool) -> None:
     """Per study: trials by outcome, front size, best accuracy, fastest time, running now."""
     from search import report
 
-    rows = report.status(storage, name)
+    rows = report.status(_storage(name or "digits", storage), name)
     if as_json:
         click.echo(json.dumps(rows))
         return
     click.echo(report.status_table(rows))
+
+
+DEFAULT_STORAGE = "sqlite:///studies/{name}.db"
+
+
+def _storage(name: str, storage: str | None) -> str:
+    """The storage URL: given, or the default SQLite file of a study named ``name``."""
+    return storage or DEFAULT_STORAGE.format(name=name)
+
+
+def _study_options(f: Any) -> Any:
+    f = click.option("--storage", default=None,
+                     help="SQLAlchemy URL (default: sqlite:///studies/NAME.db).")(f)
+    f = click.option("--device-key", default=None,
+                     help="Only trials measured on this device (default: the most used).")(f)
+    return click.argument("name")(f)
+
+
+def _choice_options(f: Any) -> Any:
+    f = click.option("--min-accuracy", type=click.FloatRange(0, 1), default=None,
+                     help="The fastest config reaching this validation accuracy.")(f)
+    f = click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True),
+                     default=None, help="The most accurate config within this time.")(f)
+    f = click.option("--knee", is_flag=True, help="The knee of the front (the default).")(f)
+    return f
+
+
+def _choose(name: str, storage: str | None, device_key: str | None, min_accuracy: float | None,
+            max_seconds: float | None, knee: bool, trial: int | None = None):  # noqa: ANN202
+    from search import choose as chooser
+
+    given = [o for o, v in (("--min-accuracy", min_accuracy), ("--max-seconds", max_seconds),
+                            ("--knee", knee or None), ("--trial", trial)) if v is not None]
+    if len(given) > 1:
+        raise UserError(f"{' and '.join(given)}: choose one")
+    study = chooser.load_study(name, _storage(name, storage))
+    device, note = chooser.device_of(study, device_key)
+    if note:
+        click.echo(note, err=True)
+    picked = chooser.choose(study, min_accuracy=min_accuracy, max_seconds=max_seconds,
+                            trial=trial, device=device)
+    return study, picked
+
+
+@cli.command()
+@_study_options
+@_choice_options
+@click.option("--json", "as_json", is_flag=True)
+def best(name: str, storage: str | None, device_key: str | None, min_accuracy: float | None,
+         max_seconds: float | None, knee: bool, as_json: bool) -> None:
+    """Pick one config from the front of study NAME and print it."""
+    study, trial = _choose(name, storage, device_key, min_accuracy, max_seconds, knee)
+    result = trial.user_attrs.get("result", {})
+    out = {"study": name, "trial": trial.number, "accuracy": result.get("accuracy"),
+           "seconds": result.get("seconds"), "best_epoch": result.get("best_epoch"),
+           "device": trial.user_attrs.get("device"), "params": trial.user_attrs.get("config")}
+    if as_json:
+        click.echo(json.dumps(out))
+        return
+    click.echo(f"trial {trial.number}: accuracy {out['accuracy']:.4f} in {out['seconds']:.3f}s "
+               f"(stop after epoch {out['best_epoch']} of {out['params']['epochs']}) "
+               f"on {out['device']}")
+    for key, value in out["params"].items():
+        click.echo(f"  {key}: {value}")
+
+
+@cli.command()
+@_study_options
+@_choice_options
+@click.option("--trial", type=click.IntRange(min=0), default=None, help="This trial number.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="The YAML file to write.")
+def export(name: str, storage: str | None, device_key: str | None, min_accuracy: float | None,
+           max_seconds: float | None, knee: bool, trial: int | None, output: str) -> None:
+    """Export one config of study NAME as a self-describing YAML file."""
+    from search import export as exporter
+
+    study, picked = _choose(name, storage, device_key, min_accuracy, max_seconds, knee, trial)
+    record = exporter.export_record(name, picked, study.user_attrs.get("recipe") or {})
+    path = exporter.write(record, output)
+    click.echo(f"wrote {path} (trial {picked.number}: accuracy "
+               f"{record['measured']['accuracy']:.4f} in {record['measured']['seconds']:.3f}s)")
+
+
+@cli.command()
+@_study_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="HTML (default: studies/NAME-pareto.html) or .png (needs kaleido).")
+@click.option("--color-by", default=None, help="Colour points by this param, e.g. precision.")
+@click.option("--log-time", is_flag=True, help="Log-scale seconds axis.")
+def pareto(name: str, storage: str | None, device_key: str | None, output: str | None,
+           color_by: str | None, log_time: bool) -> None:
+    """Draw the speed/accuracy front of study NAME (interactive HTML)."""
+    from search import choose as chooser
+    from search import plots
+    from search.verify import stored_repeats
+
+    study = chooser.load_study(name, _storage(name, storage))
+    device, note = chooser.device_of(study, device_key)
+    if note:
+        click.echo(note, err=True)
+    data = plots.pareto_data(study.get_trials(deepcopy=False), device=device,
+                             color_by=color_by)
+    verdicts = _verdicts(study) if stored_repeats(study) else None
+    fig = plots.pareto_figure(data, log_time=log_time, verdicts=verdicts,
+                              title=f"{name} on {device}")
+    output = output or f"studies/{name}-pareto.html"
+    if output.endswith(".png"):
+        plots.write_png(fig, output)
+    else:
+        plots.write_html(fig, output)
+    click.echo(f"wrote {output}")
+
+
+def _verdicts(study):  # noqa: ANN001, ANN202
+    from search import verify as verifier
+
+    repeats = verifier.stored_repeats(study)
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    verdicts = [verifier.Verdict(n, (trials[n].values[0], trials[n].values[-1]), r)
+                for n, r in repeats.items() if n in trials and len(trials[n].values) == 2]
+    return verifier.flag(verdicts)
+
+
+@cli.command()
+@_study_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="HTML file (default: studies/NAME-report.html).")
+def report(name: str, storage: str | None, device_key: str | None, output: str | None) -> None:
+    """Write one self-contained HTML page about study NAME."""
+    from pathlib import Path
+
+    from search import choose as chooser
+    from search import report_html
+    from search.verify import stored_repeats
+
+    study = chooser.load_study(name, _storage(name, storage))
+    device, note = chooser.device_of(study, device_key)
+    if note:
+        click.echo(note, err=True)
+    verdicts = _verdicts(study) if stored_repeats(study) else None
+    page = report_html.build(study, device=device, verdicts=verdicts)
+    path = Path(output or f"studies/{name}-report.html")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    click.echo(f"wrote {path}")
+
+
+@cli.command()
+@_study_options
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
+              help="How many front configs (most accurate first).")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Re-runs per config, with new seeds.")
+@click.option("--device", default="auto", show_default=True)
+def verify(name: str, storage: str | None, device_key: str | None, top: int, repeats: int,
+           device: str) -> None:
+    """Re-run the front's configs with new seeds: does the front survive the noise?"""
+    from search import choose as chooser
+    from search import verify as verifier
+
+    study = chooser.load_study(name, _storage(name, storage))
+    key, note = chooser.device_of(study, device_key)
+    if note:
+        click.echo(note, err=True)
+
+    def progress(trial: int, k: int, result: Any) -> None:
+        click.echo(f"  trial {trial} repeat {k}: accuracy {result.accuracy:.4f} "
+                   f"in {result.seconds:.3f}s", err=True)
+
+    verdicts = verifier.verify(study, top=top, repeats=repeats, device=device, device_key=key,
+                               on_run=progress)
+    click.echo(f"{'trial':>5}  {'accuracy (mean +- std)':>24}  {'seconds (mean +- std)':>24}"
+               f"  {'runs':>4}  flags")
+    for v in verdicts:
+        click.echo(f"{v.trial:>5}  {v.accuracy_mean:>14.4f} +- {v.accuracy_std:<6.4f}  "
+                   f"{v.seconds_mean:>14.3f} +- {v.seconds_std:<6.3f}  {len(v.repeats) + 1:>4}  "
+                   f"{', '.join(v.flags) or 'holds'}")
+    click.echo(f"repeats stored in study {name + verifier.SUFFIX!r}; "
+               f"`search pareto {name}` draws them as error bars")
 
 
 @cli.command()
@@ -173,4 +354,16 @@ def pretrain(source: str, width: int, force: bool) -> None:
 
 
 def main() -> None:
-    cli(prog_name="search")
+    """Entry point: click's own usage errors become one line and exit code 2 too."""
+    try:
+        code = cli.main(prog_name="search", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        where = f"{e.ctx.command_path}: " if getattr(e, "ctx", None) else ""
+        click.echo(f"error: {where}{e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

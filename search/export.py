@@ -1,8 +1,17 @@
-"""Exported configurations: the file `search export` writes and ``load_config`` reads."""
+"""Exported configurations: the file `search export` writes and ``load_config`` reads.
+
+The file is self-describing: the full training configuration (``params``), how to
+reproduce the measured point (schedule length and the epoch to stop after), what was
+measured and on which device, the data and model it was measured on, and where it came
+from (study, trial, tool version).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from search.config import TrainConfig
 from search.errors import UserError
@@ -11,8 +20,56 @@ from search.files import read_mapping
 FORMAT = "search/config-v1"
 
 
+def export_record(study_name: str, trial: Any, recipe: dict[str, Any]) -> dict[str, Any]:
+    """The exported mapping for a finished trial (an Optuna FrozenTrial)."""
+    from search import __version__
+
+    result = trial.user_attrs.get("result", {})
+    config = TrainConfig.from_mapping(trial.user_attrs["config"])
+    return {
+        "format": FORMAT,
+        "params": config.to_dict(),
+        "reproduce": {
+            "epochs": config.epochs,
+            "stop_after_epochs": result.get("best_epoch"),
+            "note": "train with `epochs` as the schedule length; the measured point is at "
+                    "the end of epoch `stop_after_epochs`",
+        },
+        "measured": {
+            "accuracy": result.get("accuracy"),
+            "seconds": result.get("seconds"),
+            "final_accuracy": result.get("final_accuracy"),
+            "train_seconds": result.get("train_seconds"),
+            "epochs_run": result.get("epochs_run"),
+            "samples_per_second": result.get("samples_per_second"),
+            "flops_per_sample": result.get("flops_per_sample"),
+            "outcome": trial.user_attrs.get("outcome"),
+        },
+        "device": result.get("device", {}),
+        "data": recipe.get("data"),
+        "model": recipe.get("model"),
+        "study": study_name,
+        "trial": trial.number,
+        "tool": {"name": "search", "version": __version__},
+    }
+
+
+def write(record: dict[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "# Exported by `search export`; load with search.load_config(path).\n"
+    text += yaml.safe_dump(record, sort_keys=False)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def load_config(path: str | Path) -> TrainConfig:
-    """The typed training configuration of an exported file (or a plain mapping of fields)."""
+    """The typed training configuration of an exported file (or a plain mapping of fields).
+
+    The result has the building blocks for a plain PyTorch loop: ``build_optimizer``,
+    ``build_scheduler``, ``build_criterion``, ``build_mixer``/``mix``, ``autocast``,
+    ``grad_scaler`` and ``freeze`` (see README "Reusing a config").
+    """
     raw = read_mapping(path)
     if "format" in raw:
         if raw["format"] != FORMAT:

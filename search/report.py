@@ -59,9 +59,10 @@ def _fmt(v: Any) -> str:
 def status(storage: str, name: str | None = None) -> list[dict[str, Any]]:
     """Counts by outcome, front size, best accuracy, fastest time, running trials."""
     from search.errors import UserError
-    from search.study import mask, storage_for
+    from search.storage import mask_url as mask
+    from search.storage import open_storage
 
-    store = storage_for(storage)
+    store = open_storage(storage, must_exist=True)
     names = [s.study_name for s in optuna.get_all_study_summaries(store)]
     if name is not None and name not in names:
         raise UserError(f"no study named {name!r} in {mask(storage)} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import optuna
 
@@ -17,8 +18,13 @@ def mask_url(url: str) -> str:
 
 
 def open_storage(url: str, *, heartbeat_interval: int | None = None,
-                 grace_period: int | None = None) -> optuna.storages.RDBStorage:
-    """Open (and create tables in) the storage at ``url``; fails fast with one line."""
+                 grace_period: int | None = None,
+                 must_exist: bool = False) -> optuna.storages.RDBStorage:
+    """Open (and create tables in) the storage at ``url``; fails fast with one line.
+
+    ``must_exist``: for commands that only read, a missing SQLite file is an error
+    rather than a new empty database left behind.
+    """
     import sqlalchemy
 
     if "://" not in url:
@@ -28,6 +34,15 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
         sqlalchemy.engine.make_url(url)
     except sqlalchemy.exc.ArgumentError:
         raise UserError(f"--storage: malformed database URL, got {mask_url(url)!r}") from None
+    parsed = sqlalchemy.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database)
+        if path.is_dir():
+            raise UserError(f"--storage: is a directory, expected a SQLite file, got {url!r}")
+        if must_exist and not path.exists():
+            raise UserError(f"--storage: no such study database {str(path)!r}")
+        if not path.parent.exists():
+            raise UserError(f"--storage: directory {str(path.parent)!r} does not exist")
     engine_kwargs = {}
     if url.startswith("postgresql"):
         engine_kwargs = {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}

@@ -1,0 +1,70 @@
+"""Choosing one config from a study: by accuracy floor, time budget, knee, or number."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from search import frontier
+from search.errors import UserError
+
+
+def load_study(name: str, storage: str) -> optuna.Study:
+    """An existing study; a name that is not there is a UserError listing those that are."""
+    from search.storage import mask_url, open_storage
+
+    store = open_storage(storage, must_exist=True)
+    names = [s.study_name for s in optuna.get_all_study_summaries(store)]
+    if name not in names:
+        raise UserError(f"no study named {name!r} in {mask_url(storage)} "
+                        f"(studies: {', '.join(names) or 'none'})")
+    return optuna.load_study(study_name=name, storage=store)
+
+
+def device_of(study: optuna.Study, device: str | None) -> tuple[str | None, str]:
+    """The device key to look at (default: the one with most feasible trials) and a note
+    when the study holds trials from several devices: fronts never mix hardware."""
+    trials = study.get_trials(deepcopy=False)
+    keys = frontier.devices([t for t in trials if frontier.feasible(t)])
+    if device is not None and device not in keys:
+        raise UserError(f"--device-key: no completed trials on {device!r} "
+                        f"(devices: {', '.join(keys) or 'none'})")
+    chosen = device or (keys[0] if keys else None)
+    note = ""
+    if len(keys) > 1:
+        note = (f"note: this study holds trials from {len(keys)} devices; showing {chosen} "
+                f"only (others: {', '.join(k for k in keys if k != chosen)}; "
+                f"choose with --device-key)")
+    return chosen, note
+
+
+def choose(study: optuna.Study, *, min_accuracy: float | None = None,
+           max_seconds: float | None = None, trial: int | None = None,
+           device: str | None = None) -> FrozenTrial:
+    """The fastest trial reaching ``min_accuracy``, the most accurate within
+    ``max_seconds``, trial number ``trial``, or else the knee of the front."""
+    trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
+    if trial is not None:
+        if trial not in by_number or not frontier.feasible(by_number[trial]):
+            raise UserError(f"--trial: no completed trial {trial} in study "
+                            f"{study.study_name!r}")
+        return by_number[trial]
+    pts = frontier.points(trials, device=device)
+    if not pts:
+        raise UserError(f"study {study.study_name!r} has no completed trials yet")
+    if min_accuracy is not None:
+        point = frontier.fastest_reaching(pts, min_accuracy)
+        if point is None:
+            best = max(p.accuracy for p in pts)
+            raise UserError(f"--min-accuracy: no trial reached {min_accuracy} "
+                            f"(best is {best:.4f})")
+    elif max_seconds is not None:
+        point = frontier.most_accurate_within(pts, max_seconds)
+        if point is None:
+            fastest = min(p.seconds for p in pts)
+            raise UserError(f"--max-seconds: no trial finished within {max_seconds}s "
+                            f"(fastest is {fastest:.3f}s)")
+    else:
+        point = frontier.knee(frontier.pareto_front(pts))
+    return by_number[point.number]

@@ -1,0 +1,138 @@
+"""Does the front survive the noise? Re-run front configs with new seeds and compare.
+
+A front drawn from single runs is optimistic: wall-clock seconds vary by a few percent
+from run to run, and accuracy by the luck of one seed. ``verify`` re-trains each front
+config ``repeats`` times with new seeds, stores every repeat as a trial of the companion
+study ``<name>:verify`` in the same storage (an ordinary Optuna study, user attribute
+``original`` = the trial number it repeats), and flags configs whose place on the front
+does not survive:
+
+- ``dominated``: the mean point (mean accuracy, mean seconds) of the config is dominated
+  by another config's mean point;
+- ``optimistic``: the original single run lies outside mean +- 2 std in accuracy or
+  seconds (its reported point was luck).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+SUFFIX = ":verify"
+
+
+@dataclass
+class Verdict:
+    """Repeats of one front config, summarized."""
+
+    trial: int
+    original: tuple[float, float]  # (accuracy, seconds) of the single original run
+    repeats: list[tuple[float, float]] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+
+    def _stat(self, i: int, fn: Callable[[Sequence[float]], float]) -> float:
+        values = [self.original[i]] + [r[i] for r in self.repeats]
+        return fn(values) if len(values) > 1 else (values[0] if fn is statistics.fmean else 0.0)
+
+    @property
+    def accuracy_mean(self) -> float:
+        return self._stat(0, statistics.fmean)
+
+    @property
+    def accuracy_std(self) -> float:
+        return self._stat(0, statistics.stdev)
+
+    @property
+    def seconds_mean(self) -> float:
+        return self._stat(1, statistics.fmean)
+
+    @property
+    def seconds_std(self) -> float:
+        return self._stat(1, statistics.stdev)
+
+
+def flag(verdicts: list[Verdict]) -> list[Verdict]:
+    """Set each verdict's flags (see the module docstring); pure, for hand-built cases."""
+    means = [(v.accuracy_mean, v.seconds_mean) for v in verdicts]
+    for v, m in zip(verdicts, means, strict=True):
+        v.flags = []
+        if any(o[0] >= m[0] and o[1] <= m[1] and o != m for o in means):
+            v.flags.append("dominated")
+        for i, (mean, std) in enumerate(((v.accuracy_mean, v.accuracy_std),
+                                         (v.seconds_mean, v.seconds_std))):
+            if v.repeats and abs(v.original[i] - mean) > 2 * std:
+                v.flags.append("optimistic")
+                break
+    return verdicts
+
+
+def companion(study: optuna.Study) -> optuna.Study:
+    """The ``<name>:verify`` study beside ``study`` (created on first use)."""
+    return optuna.create_study(study_name=study.study_name + SUFFIX,
+                               storage=study._storage, directions=study.directions,
+                               load_if_exists=True)
+
+
+def stored_repeats(study: optuna.Study) -> dict[int, list[tuple[float, float]]]:
+    """Repeats stored so far, by original trial number."""
+    names = {s.study_name for s in optuna.get_all_study_summaries(study._storage)}
+    if study.study_name + SUFFIX not in names:
+        return {}
+    out: dict[int, list[tuple[float, float]]] = {}
+    for t in companion(study).get_trials(deepcopy=False,
+                                         states=(optuna.trial.TrialState.COMPLETE,)):
+        result = t.user_attrs.get("result", {})
+        out.setdefault(t.user_attrs["original"], []).append(
+            (result.get("accuracy", 0.0), result.get("seconds", 0.0)))
+    return out
+
+
+def verify(study: optuna.Study, *, top: int, repeats: int, device: str = "auto",
+           device_key: str | None = None,
+           on_run: Callable[[int, int, Any], None] | None = None) -> list[Verdict]:
+    """Re-train the ``top`` front configs (knee outward) ``repeats`` times each."""
+    from search import frontier
+    from search.config import TrainConfig
+    from search.data import DataSpec
+    from search.data import load as load_data
+    from search.engine import train
+    from search.models import ModelSpec
+
+    recipe = study.user_attrs.get("recipe") or {}
+    data_section = dict(recipe.get("data") or {"name": "digits"})
+    if data_section.get("classes") is not None:
+        data_section["classes"] = tuple(data_section["classes"])
+    data = load_data(DataSpec(**data_section))
+    model = ModelSpec(**(recipe.get("model") or {"name": "cnn"}))
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    front = frontier.pareto_front(frontier.points(trials.values(), device=device_key))
+    chosen = sorted(front, key=lambda p: -p.accuracy)[:top]
+    store = companion(study)
+    done = stored_repeats(study)
+    verdicts = []
+    for point in chosen:
+        original = trials[point.number]
+        base = TrainConfig.from_mapping(original.user_attrs["config"])
+        verdict = Verdict(point.number, (point.accuracy, point.seconds),
+                          list(done.get(point.number, [])))
+        for k in range(len(verdict.repeats), repeats):
+            seed = base.seed + 1000 * (k + 1)  # new seeds, far from the search's
+            result = train(base.replace(seed=seed), data, model, device=device)
+            trial = store.ask()
+            trial.set_user_attr("original", point.number)
+            trial.set_user_attr("seed", seed)
+            trial.set_user_attr("result", result.to_dict())
+            trial.set_user_attr("outcome", result.outcome)
+            trial.set_user_attr("device", result.device["key"])
+            values = ([result.accuracy, result.seconds] if len(study.directions) == 2
+                      else [result.seconds])
+            store.tell(trial, values)
+            verdict.repeats.append((result.accuracy, result.seconds))
+            if on_run:
+                on_run(point.number, k + 1, result)
+        verdicts.append(verdict)
+    return flag(verdicts)
