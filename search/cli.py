@@ -121,7 +121,8 @@ def run(study: str, trials: int | None, timeout: float | None, storage: str | No
     """Run (or resume) the study of a recipe file and print its Pareto front."""
     from search import recipe as recipes
     from search import report
-    from search.study import mask, optimize_recipe
+    from search.storage import mask_url as mask
+    from search.study import optimize_recipe
 
     rec = recipes.load(study)
     if sampler is not None and sampler not in recipes.SAMPLERS:

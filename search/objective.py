@@ -44,6 +44,8 @@ class Objective:
     objective: str = "pareto"
     target: float | None = None
     pruner: ParetoSuccessiveHalving | None = None
+    budget: int | None = None  # finished trials the study should hold, across workers
+    worker: str = ""
     on_epoch: Callable[[optuna.trial.Trial, TrainConfig, int, float, float], None] | None = None
 
     def __post_init__(self) -> None:
@@ -52,10 +54,13 @@ class Objective:
         self.device_key = fingerprint(self.device)["key"]
 
     def __call__(self, trial: optuna.trial.Trial) -> Any:
+        self._check_budget(trial)
         config = self.space.suggest(trial, self.base)
         trial.set_user_attr("config", config.to_dict())
         trial.set_user_attr("device", self.device_key)  # the pruner compares within a device
+        trial.set_user_attr("worker", self.worker)
         curve: list[dict[str, float]] = []
+        trial.set_user_attr("curve", curve)  # a retried trial inherits the old one: reset
 
         def callback(epoch: int, acc: float, loss: float, seconds: float) -> str | None:
             curve.append({"epoch": epoch, "seconds": seconds, "accuracy": acc, "loss": loss})
@@ -73,8 +78,33 @@ class Objective:
                 return self.pruner.prune(trial.study, trial.number, curve)
             return None
 
-        result = train(config, self.data, self.model, device=self.device, callback=callback)
+        try:
+            result = train(config, self.data, self.model, device=self.device,
+                           callback=callback)
+        except KeyboardInterrupt as e:  # SIGINT, or SIGTERM turned into one by the worker
+            trial.set_user_attr("outcome", "interrupted")
+            trial.set_user_attr("reason", f"interrupted by {e or 'SIGINT'} after "
+                                          f"{len(curve)} epochs")
+            raise
         return self._report(trial, result)
+
+    def _check_budget(self, trial: optuna.trial.Trial) -> None:
+        """Trials are numbered atomically by the storage; if the budget's slots are all
+        taken by lower-numbered trials (finished or running), this one is surplus: two
+        workers asked at once for the last slot. It fails at once (the worker's budget gate
+        then waits for a free slot or the end)."""
+        if self.budget is None:
+            return
+        from search.study import FINISHED, OverBudget
+
+        states = (*FINISHED, optuna.trial.TrialState.RUNNING)
+        ahead = sum(1 for t in trial.study.get_trials(deepcopy=False, states=states)
+                    if t.number < trial.number)
+        if ahead >= self.budget:
+            trial.set_user_attr("outcome", "surplus")
+            trial.set_user_attr("reason", f"the budget of {self.budget} trials was taken by "
+                                          f"other workers first")
+            raise OverBudget(trial.number)
 
     def _report(self, trial: optuna.trial.Trial, result: TrainResult) -> Any:
         outcome, reason = result.outcome, result.reason

@@ -1,15 +1,29 @@
-"""Storage: Optuna's RDB storage (SQLite by default, PostgreSQL for many workers)."""
+"""Storage: Optuna's own. RDB storage through SQLAlchemy (an SQLite file by default,
+PostgreSQL when many workers on many machines share a study), or a journal file
+(``journal:///path``) for several local processes without a server.
+
+RDB storages run with heartbeats: a worker that dies mid-trial stops beating, and any
+worker fails its trial after the grace period and re-queues its params (bounded retries).
+"""
 
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import optuna
 
 from search.errors import UserError
 
+# Heartbeats and retries are stable in practice; Optuna still labels them experimental.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happened
+
 _PASSWORD = re.compile(r"(://[^:/@]+:)([^@]*)(@)")
+HEARTBEAT_SECONDS = 10
+GRACE_SECONDS = 30
+MAX_RETRIES = 2  # a trial whose worker died is re-run at most this many times
 
 
 def mask_url(url: str) -> str:
@@ -17,42 +31,65 @@ def mask_url(url: str) -> str:
     return _PASSWORD.sub(r"\1***\3", url)
 
 
-def open_storage(url: str, *, heartbeat_interval: int | None = None,
-                 grace_period: int | None = None,
-                 must_exist: bool = False) -> optuna.storages.RDBStorage:
+def retry_callback() -> optuna.storages.RetryHeartbeatStaleTrialCallback:
+    """Re-queues a failed trial's params (same config) as a WAITING trial, bounded."""
+    return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+
+
+def open_storage(url: str, *, must_exist: bool = False, heartbeat: int = HEARTBEAT_SECONDS,
+                 grace: int = GRACE_SECONDS) -> optuna.storages.BaseStorage:
     """Open (and create tables in) the storage at ``url``; fails fast with one line.
 
-    ``must_exist``: for commands that only read, a missing SQLite file is an error
-    rather than a new empty database left behind.
+    ``must_exist``: for commands that only read, a missing file is an error rather than
+    a new empty database left behind.
     """
     import sqlalchemy
 
+    if url.startswith("journal://"):
+        return _journal(url, must_exist)
     if "://" not in url:
-        raise UserError(f"--storage: not a database URL (e.g. sqlite:///studies/x.db or "
-                        f"postgresql://user@host/db), got {mask_url(url)!r}")
+        raise UserError(f"--storage: not a storage URL (e.g. sqlite:///studies/x.db, "
+                        f"journal:///studies/x.journal or postgresql://user@host/db), "
+                        f"got {mask_url(url)!r}")
     try:
-        sqlalchemy.engine.make_url(url)
+        parsed = sqlalchemy.engine.make_url(url)
     except sqlalchemy.exc.ArgumentError:
         raise UserError(f"--storage: malformed database URL, got {mask_url(url)!r}") from None
-    parsed = sqlalchemy.engine.make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        path = Path(parsed.database)
-        if path.is_dir():
-            raise UserError(f"--storage: is a directory, expected a SQLite file, got {url!r}")
-        if must_exist and not path.exists():
-            raise UserError(f"--storage: no such study database {str(path)!r}")
-        if not path.parent.exists():
-            raise UserError(f"--storage: directory {str(path.parent)!r} does not exist")
-    engine_kwargs = {}
-    if url.startswith("postgresql"):
-        engine_kwargs = {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}
-    elif url.startswith("sqlite"):
+    backend = parsed.get_backend_name()
+    engine_kwargs: dict = {}
+    if backend == "sqlite":
+        if parsed.database not in (None, "", ":memory:"):
+            _check_file(Path(parsed.database), must_exist, url)
         engine_kwargs = {"connect_args": {"timeout": 60}}
+    elif backend == "postgresql":
+        # A clear message within seconds rather than a hang on an unreachable host.
+        engine_kwargs = {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                          heartbeat_interval=heartbeat_interval,
-                                          grace_period=grace_period)
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ModuleNotFoundError, ValueError) as e:
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+            grace_period=grace, heartbeat_stale_trial_callback=retry_callback())
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"--storage: cannot open {mask_url(url)}: {mask_url(first)[:200]}"
                         ) from None
+
+
+def _journal(url: str, must_exist: bool) -> optuna.storages.JournalStorage:
+    from optuna.storages.journal import JournalFileBackend
+
+    path = Path(url.removeprefix("journal://"))
+    _check_file(path, must_exist, url)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def _check_file(path: Path, must_exist: bool, url: str) -> None:
+    if path.is_dir():
+        raise UserError(f"--storage: is a directory, expected a file, got {mask_url(url)!r}")
+    if must_exist and not path.exists():
+        raise UserError(f"--storage: no such study file {str(path)!r}")
+    if not path.parent.exists():
+        raise UserError(f"--storage: directory {str(path.parent)!r} does not exist")
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")

@@ -1,18 +1,29 @@
-"""Studies: create or resume one from a recipe, and run trials to its budget."""
+"""Studies: create or resume one from a recipe, and run trials to its budget.
+
+A study carries everything a worker needs in its user attributes (the recipe content,
+the space text included, its hash, the budget), so ``search worker NAME`` on another
+machine joins it with nothing but the storage URL. The budget counts finished
+(complete or pruned) trials across all workers and runs.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import threading
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
+import yaml
 from optuna.trial import TrialState
 
 from search.errors import UserError
 from search.recipe import Recipe
+from search.storage import mask_url, open_storage, retry_callback
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -38,77 +49,148 @@ def make_sampler(name: str, seed: int, space: Any = None) -> optuna.samplers.Bas
 
 
 def make_pruner(spec: dict[str, Any]) -> Any:
-    """Optuna's pruner for time-to-accuracy, our ParetoSuccessiveHalving for pareto."""
+    """Our ParetoSuccessiveHalving for pareto studies, Optuna's pruners for
+    time-to-accuracy; ``none`` is None. Bad options are a UserError."""
     from search.pruning import ParetoSuccessiveHalving
 
     options = {k: v for k, v in spec.items() if k != "name"}
-    name = spec["name"]
+    makers = {"pareto-sha": ParetoSuccessiveHalving, "none": optuna.pruners.NopPruner,
+              "median": optuna.pruners.MedianPruner,
+              "successive-halving": optuna.pruners.SuccessiveHalvingPruner,
+              "hyperband": optuna.pruners.HyperbandPruner,
+              "wilcoxon": optuna.pruners.WilcoxonPruner}
+    if spec["name"] not in makers:
+        raise UserError(f"pruner: unknown pruner, got {spec['name']!r}")
     try:
-        if name == "pareto-sha":
-            return ParetoSuccessiveHalving(**options)
-        if name == "none":
-            return optuna.pruners.NopPruner()
-        if name == "median":
-            return optuna.pruners.MedianPruner(**options)
-        if name == "successive-halving":
-            return optuna.pruners.SuccessiveHalvingPruner(**options)
-        if name == "hyperband":
-            return optuna.pruners.HyperbandPruner(**options)
-        if name == "wilcoxon":
-            return optuna.pruners.WilcoxonPruner(**options)
+        pruner = makers[spec["name"]](**options)
     except (TypeError, ValueError) as e:
         raise UserError(f"pruner: {e}, got {spec!r}") from None
-    raise UserError(f"pruner: unknown pruner, got {name!r}")
+    return None if spec["name"] == "none" else pruner
 
 
-def storage_for(url: str) -> optuna.storages.BaseStorage:
-    """Optuna's RDB storage for a SQLAlchemy URL; a bad or unreachable URL is a UserError."""
-    from search.storage import open_storage
+@dataclass(frozen=True)
+class Plan:
+    """What every worker of a study needs, rebuilt from the study's stored recipe."""
 
-    return open_storage(url)
+    name: str
+    content: dict[str, Any]
+    space: Any  # search.space.Space
+    base: Any  # search.config.TrainConfig, the baseline
+    data: Any  # search.data.DataSpec
+    model: Any  # search.models.ModelSpec
+
+    @property
+    def objective(self) -> str:
+        return self.content["objective"]
+
+    @classmethod
+    def from_content(cls, content: dict[str, Any], *, source: str, max_blocks: int | None
+                     ) -> Plan:
+        from search import space as spaces
+        from search.config import TrainConfig
+        from search.data import DataSpec
+        from search.models import ModelSpec
+
+        text = content.get("space")
+        raw = yaml.safe_load(text) if text else None
+        space = (spaces.parse(raw, source=f"{source}: space", max_blocks=max_blocks)
+                 if raw else spaces.Space(None, ()))
+        base = TrainConfig.from_mapping({"epochs": content["epochs"], **content["baseline"]},
+                                        source=f"{source}: baseline")
+        data = dict(content["data"])
+        if data.get("classes") is not None:
+            data["classes"] = tuple(data["classes"])
+        return cls(content["name"], content, space, base, DataSpec(**data),
+                   ModelSpec(**content["model"]))
+
+    def sampler(self, name: str | None = None, seed: int | None = None
+                ) -> optuna.samplers.BaseSampler:
+        return make_sampler(name or self.content["sampler"],
+                            self.content["seed"] if seed is None else seed, self.space)
+
+    def optuna_pruner(self) -> optuna.pruners.BasePruner:
+        """The pruner Optuna holds: its own for time-to-accuracy, none for pareto (ours
+        runs inside the objective: Optuna refuses pruning multi-objective studies)."""
+        if self.objective == "pareto":
+            return optuna.pruners.NopPruner()
+        return make_pruner(self.content["pruner"]) or optuna.pruners.NopPruner()
 
 
-def open_study(recipe: Recipe, *, storage: str | None = None, sampler: str | None = None,
-               seed: int | None = None, space: Any = None, create: bool = True) -> optuna.Study:
+def plan_for(recipe: Recipe) -> Plan:
+    """Validate everything a recipe names (data, model, space, pruner) before any storage
+    is touched, so bad input never leaves a half-written study."""
+    from search import models
+    from search.data import load as load_data
+
+    content = recipe.content()
+    data = load_data(recipe.data_spec())
+    blocks = models.count_blocks(recipe.model_spec(), in_channels=data.channels,
+                                 num_classes=data.num_classes)
+    plan = Plan.from_content(content, source=str(recipe.path), max_blocks=blocks)
+    make_pruner(recipe.pruner)
+    return plan
+
+
+def open_study(recipe: Recipe, plan: Plan, *, storage: str | None = None,
+               sampler: str | None = None, seed: int | None = None,
+               trials: int | None = None, timeout: float | None = None) -> optuna.Study:
     """Create the recipe's study, or resume it if the same recipe already made it.
 
     A study of that name made from different recipe content is refused: results from
-    two different searches must not mix.
+    two different searches must not mix. A new study runs the baseline first (trial 0).
     """
     url = storage or recipe.storage
-    store = storage_for(url)
-    seed = recipe.seed if seed is None else seed
-    pruner = (optuna.pruners.NopPruner() if recipe.objective == "pareto"
-              else make_pruner(recipe.pruner))
-    directions = (["maximize", "minimize"] if recipe.objective == "pareto" else ["minimize"])
+    chosen_sampler = plan.sampler(sampler, seed)  # may refuse (grid): before the storage
+    pruner = plan.optuna_pruner()
+    store = open_storage(url)
     names = {s.study_name for s in optuna.get_all_study_summaries(store)}
+    budget = {"trials": trials if trials is not None else recipe.trials,
+              "timeout": timeout if timeout is not None else recipe.timeout}
     if recipe.name in names:
         study = optuna.load_study(study_name=recipe.name, storage=store,
-                                  sampler=make_sampler(sampler or recipe.sampler, seed, space),
-                                  pruner=pruner)
+                                  sampler=chosen_sampler, pruner=pruner)
         stored = study.user_attrs.get("recipe_hash")
         if stored != recipe.hash():
-            raise UserError(f"study {recipe.name!r} in {mask(url)} was made from a different "
-                            f"recipe (hash {stored}, now {recipe.hash()}); rename the study "
-                            f"or use another storage", source=str(recipe.path))
+            raise UserError(f"study {recipe.name!r} in {mask_url(url)} was made from a "
+                            f"different recipe (hash {stored}, now {recipe.hash()}); rename "
+                            f"the study or use another storage", source=str(recipe.path))
+        if trials is not None:
+            study.set_user_attr("budget", budget)
         return study
-    if not create:
-        raise UserError(f"no study named {recipe.name!r} in {mask(url)}")
+    directions = ["maximize", "minimize"] if recipe.objective == "pareto" else ["minimize"]
     study = optuna.create_study(study_name=recipe.name, storage=store, directions=directions,
-                                sampler=make_sampler(sampler or recipe.sampler, seed, space),
-                                pruner=pruner)
-    study.set_user_attr("recipe", recipe.content())
+                                sampler=chosen_sampler, pruner=pruner)
+    study.set_user_attr("recipe", plan.content)
     study.set_user_attr("recipe_hash", recipe.hash())
     study.set_user_attr("objective", recipe.objective)
     study.set_user_attr("target", recipe.target)
+    study.set_user_attr("budget", budget)
+    study.enqueue_trial(plan.space.params_of(plan.base))
     return study
 
 
-def mask(url: str) -> str:
-    """The storage URL with any password replaced by ***."""
-    from search.storage import mask_url
+def attach(name: str, storage: str, *, sampler: str | None = None) -> tuple[optuna.Study, Plan]:
+    """Join an existing study (``search worker``): its plan comes from the storage."""
+    store = open_storage(storage, must_exist=True)
+    names = {s.study_name for s in optuna.get_all_study_summaries(store)}
+    if name not in names:
+        raise UserError(f"no study named {name!r} in {mask_url(storage)} (create it with "
+                        f"`search run RECIPE.yaml --storage ...` first)")
+    study = optuna.load_study(study_name=name, storage=store)
+    content = study.user_attrs.get("recipe")
+    if not content:
+        raise UserError(f"study {name!r} was not made by search (no recipe stored)")
+    from search import models
+    from search.data import load as load_data
 
-    return mask_url(url)
+    spec = Plan.from_content(content, source=f"study {name}", max_blocks=None)
+    data = load_data(spec.data)
+    blocks = models.count_blocks(spec.model, in_channels=data.channels,
+                                 num_classes=data.num_classes)
+    plan = Plan.from_content(content, source=f"study {name}", max_blocks=blocks)
+    study = optuna.load_study(study_name=name, storage=store, sampler=plan.sampler(sampler),
+                              pruner=plan.optuna_pruner())
+    return study, plan
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -122,59 +204,153 @@ class RunSummary:
     seconds: float
 
 
-def run(study: optuna.Study, objective: Callable[[optuna.trial.Trial], Any], *,
-        trials: int | None, timeout: float | None,
-        callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
-        ) -> RunSummary:
-    """Run trials until the study holds ``trials`` finished ones (across all workers and
-    earlier runs) or ``timeout`` seconds pass."""
-    start = time.perf_counter()
-    before = finished_count(study)
-    cbs = list(callbacks or [])
-    if trials is not None:
-        if before >= trials:
-            return RunSummary(study, 0, 0.0)
-        cbs.append(optuna.study.MaxTrialsCallback(trials, states=FINISHED))
-    study.optimize(objective, n_trials=None if trials is None else trials - before,
-                   timeout=timeout, callbacks=cbs, catch=(), gc_after_trial=True)
-    return RunSummary(study, finished_count(study) - before, time.perf_counter() - start)
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped a worker; its trial in flight is recorded as failed."""
 
 
-def optimize_recipe(recipe: Recipe, *, trials: int | None = None, timeout: float | None = None,
-                    storage: str | None = None, device: str = "auto", seed: int | None = None,
-                    sampler: str | None = None, progress: bool = True) -> RunSummary:
-    """Run (or resume) the study of ``recipe``: the library behind ``search run``."""
-    from search import models, space as spaces
-    from search.config import TrainConfig
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def work(study: optuna.Study, plan: Plan, *, trials: int | None = None,
+         timeout: float | None = None, device: str = "auto", progress: bool = True,
+         threads: int | None = None) -> RunSummary:
+    """Run trials of ``study`` in this process until the study holds ``trials`` finished
+    trials (default: the stored budget) or ``timeout`` seconds pass.
+
+    SIGINT and SIGTERM end the trial in flight as failed (outcome ``interrupted``) and
+    re-queue its params; a background thread fails trials of dead workers whose
+    heartbeat stopped (RDB storages), re-queueing their params too.
+    """
+    import torch
+
     from search.data import load as load_data
     from search.objective import Objective
     from search.progress import Progress
     from search.timing import resolve_device
 
-    # Our bars (or nothing, with --quiet) replace Optuna's per-trial log lines.
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    data_spec, model_spec = recipe.data_spec(), recipe.model_spec()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our bars replace its log lines
+    if threads:
+        torch.set_num_threads(threads)
+    budget = study.user_attrs.get("budget") or {}
+    trials = trials if trials is not None else budget.get("trials")
+    timeout = timeout if timeout is not None else budget.get("timeout")
     dev = resolve_device(device)
-    data = load_data(data_spec)  # before the study is touched: bad data writes nothing
-    blocks = models.count_blocks(model_spec, in_channels=data.channels,
-                                 num_classes=data.num_classes)
-    space = (spaces.load(recipe.space, max_blocks=blocks) if recipe.space
-             else spaces.Space(None, ()))
-    base = TrainConfig.from_mapping({"epochs": recipe.epochs, **recipe.baseline},
-                                    source=f"{recipe.path}: baseline")
-    study = open_study(recipe, storage=storage, sampler=sampler, seed=seed, space=space)
-    if not study.trials:  # a new study: the baseline is trial 0, the reference point
-        study.enqueue_trial(space.params_of(base))
-    trials = trials if trials is not None else recipe.trials
-    timeout = timeout if timeout is not None else recipe.timeout
+    data = load_data(plan.data)
     bar = Progress(total=trials, enabled=progress)
     bar.study_bar.update(min(finished_count(study), trials or 0))
-    pruner = make_pruner(recipe.pruner) if recipe.objective == "pareto" else None
-    objective = Objective(space=space, base=base, data=data, model=model_spec, device=dev,
-                          objective=recipe.objective, target=recipe.target,
-                          pruner=pruner if recipe.pruner["name"] != "none" else None,
-                          on_epoch=bar.on_epoch)
+    pruner = make_pruner(plan.content["pruner"]) if plan.objective == "pareto" else None
+    objective = Objective(space=plan.space, base=plan.base, data=data, model=plan.model,
+                          device=dev, objective=plan.objective,
+                          target=plan.content.get("target"), pruner=pruner, budget=trials,
+                          worker=worker_id(), on_epoch=bar.on_epoch)
+    reaper = _Reaper(study)
+    previous = signal.getsignal(signal.SIGTERM)
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        signal.signal(signal.SIGTERM, _interrupt)
+    start, before = time.perf_counter(), finished_count(study)
     try:
-        return run(study, objective, trials=trials, timeout=timeout, callbacks=[bar.on_trial])
+        optuna.storages.fail_stale_trials(study)  # zombies of earlier runs
+        reaper.start()
+        gate = BudgetGate(trials)
+        gate(study, None)
+        if not gate.done:
+            study.optimize(objective, timeout=timeout, callbacks=[bar.on_trial, gate],
+                           gc_after_trial=True, catch=(OverBudget,))
+    except KeyboardInterrupt as e:
+        _requeue_interrupted(study, objective.worker)
+        raise Interrupted(f"interrupted ({e or 'SIGINT'}): the trial in flight is recorded "
+                          f"as failed and re-queued; run again to continue") from None
     finally:
+        reaper.stop()
         bar.close()
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+    return RunSummary(study, finished_count(study) - before, time.perf_counter() - start)
+
+
+class BudgetGate:
+    """Before each new trial: stop once the study holds ``trials`` finished trials; while
+    running trials fill the remaining slots, wait (one of them may still fail, and a
+    dead worker's trial is re-queued by the reaper), then go on."""
+
+    def __init__(self, trials: int | None, *, poll: float = 1.0) -> None:
+        self.trials = trials
+        self.poll = poll
+        self.done = False
+
+    def __call__(self, study: optuna.Study, _trial: Any) -> None:
+        if self.trials is None:
+            return
+        while True:
+            states = [t.state for t in study.get_trials(deepcopy=False)]
+            finished = sum(s in FINISHED for s in states)
+            running = states.count(TrialState.RUNNING)
+            if finished >= self.trials:
+                self.done = True
+                study.stop()
+                return
+            if finished + running < self.trials or TrialState.WAITING in states:
+                return
+            time.sleep(self.poll)
+
+
+class OverBudget(Exception):
+    """Another worker took the last slot of the budget first."""
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _requeue_interrupted(study: optuna.Study, worker: str) -> None:
+    """Queue the params of this worker's interrupted trials again (once each)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    retry = retry_callback()
+    for t in trials:
+        if (t.state == TrialState.FAIL and t.number not in retried
+                and t.user_attrs.get("worker") == worker
+                and t.user_attrs.get("outcome") == "interrupted"):
+            retry(study, t)
+
+
+class _Reaper:
+    """Fails trials whose worker stopped beating, every heartbeat interval, so a dead
+    worker's trial is failed and retried within the grace period even while no worker
+    starts a new trial (Optuna itself checks only then)."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.study = study
+        self.interval = getattr(study._storage, "heartbeat_interval", None)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="search-reaper")
+
+    def start(self) -> None:
+        if self.interval:
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                optuna.storages.fail_stale_trials(self.study)
+            except Exception:  # noqa: BLE001 - a storage hiccup must not kill the worker
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+
+def optimize_recipe(recipe: Recipe, *, trials: int | None = None, timeout: float | None = None,
+                    storage: str | None = None, device: str = "auto", seed: int | None = None,
+                    sampler: str | None = None, progress: bool = True) -> RunSummary:
+    """Run (or resume) the study of ``recipe`` in this process: the library behind
+    ``search run``."""
+    plan = plan_for(recipe)
+    study = open_study(recipe, plan, storage=storage, sampler=sampler, seed=seed,
+                       trials=trials, timeout=timeout)
+    return work(study, plan, trials=trials, timeout=timeout, device=device, progress=progress)
+
