@@ -17,14 +17,20 @@ from search.errors import UserError
 
 
 class _Group(click.Group):
-    """Turns a UserError anywhere below into one line and exit code 2."""
+    """Turns a UserError anywhere below into one line and exit code 2, and an interrupted
+    worker into one line and exit code 130."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from search.study import Interrupted
+
         try:
             return super().invoke(ctx)
         except UserError as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(2)
+        except Interrupted as e:
+            click.echo(str(e), err=True)
+            ctx.exit(130)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -114,24 +120,43 @@ def train(study: str, sets: tuple[str, ...], config_file: str | None, device: st
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=None)
 @click.option("--sampler", default=None, help="tpe, nsga2, random, gp, qmc or grid.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes on this host (the CPU cores are split between them).")
+@click.option("--devices", default=None, help="One worker per device: cuda:0,cuda:1,...")
 @click.option("--json", "as_json", is_flag=True, help="Print the front as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run(study: str, trials: int | None, timeout: float | None, storage: str | None,
-        device: str, seed: int | None, sampler: str | None, as_json: bool, quiet: bool) -> None:
+        device: str, seed: int | None, sampler: str | None, workers: int, devices: str | None,
+        as_json: bool, quiet: bool) -> None:
     """Run (or resume) the study of a recipe file and print its Pareto front."""
+    import time
+
     from search import recipe as recipes
     from search import report
+    from search import study as studies
+    from search import workers as local
     from search.storage import mask_url as mask
-    from search.study import optimize_recipe
 
     rec = recipes.load(study)
     if sampler is not None and sampler not in recipes.SAMPLERS:
         raise UserError(f"--sampler: unknown sampler (valid: {', '.join(recipes.SAMPLERS)}), "
                         f"got {sampler!r}")
-    summary = optimize_recipe(rec, trials=trials, timeout=timeout, storage=storage,
-                              device=device, seed=seed, sampler=sampler,
-                              progress=not (quiet or as_json))
-    url = mask(storage or rec.storage)
+    url = storage or rec.storage
+    launch = local.plan_launch(workers, devices, url)
+    plan = studies.plan_for(rec)
+    opened = studies.open_study(rec, plan, storage=url, sampler=sampler, seed=seed,
+                                trials=trials, timeout=timeout)
+    progress = not (quiet or as_json)
+    if len(launch.devices) == 1:
+        summary = studies.work(opened, plan, trials=trials, timeout=timeout,
+                               device=device if launch.devices == ("auto",) else
+                               launch.devices[0], progress=progress)
+    else:
+        start, before = time.perf_counter(), studies.finished_count(opened)
+        local.launch(opened, url, launch, trials=trials, timeout=timeout, progress=progress)
+        summary = studies.RunSummary(opened, studies.finished_count(opened) - before,
+                                     time.perf_counter() - start)
+    url = mask(url)
     if as_json:
         click.echo(json.dumps({"study": rec.name, "storage": url, "ran": summary.ran,
                                "seconds": summary.seconds,
@@ -140,6 +165,27 @@ def run(study: str, trials: int | None, timeout: float | None, storage: str | No
     click.echo(report.front_table(summary.study))
     click.echo(f"ran {summary.ran} trials in {summary.seconds:.0f}s; study {rec.name!r} "
                f"stored in {url}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--storage", required=True, help="The study's storage URL.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--trials", type=click.IntRange(min=1), default=None,
+              help="Total finished trials (default: the study's budget).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads for this worker.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def worker(name: str, storage: str, device: str, trials: int | None, timeout: float | None,
+           threads: int | None, quiet: bool) -> None:
+    """Join study NAME (made by `search run`) and run trials until its budget is met."""
+    from search import study as studies
+
+    opened, plan = studies.attach(name, storage)
+    summary = studies.work(opened, plan, trials=trials, timeout=timeout, device=device,
+                           progress=not quiet, threads=threads)
+    click.echo(f"worker ran {summary.ran} trials in {summary.seconds:.0f}s", err=True)
 
 
 @cli.command()

@@ -234,10 +234,15 @@ def pareto_figure(data: ParetoData, *, log_time: bool = False, title: str = "",
     fig = go.Figure()
     if data.step_x:
         fig.add_trace(go.Scatter(x=list(data.step_x), y=list(data.step_y), mode="lines",
-                                 line_shape="hv", line={"color": FRONT_COLOR, "width": 2},
+                                 line_shape="hv", line={"color": FRONT_COLOR, "width": 1.5},
                                  name="front (best accuracy within x)", hoverinfo="skip"))
     palette = {value: PALETTE[i % len(PALETTE)] for i, value in enumerate(data.colors)}
-    shown: set[str] = set()
+    for value in data.colors:
+        # A legend key per colour, drawn as a plain dot whichever sets the value occurs in;
+        # clicking it toggles every trace of its legend group.
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=_text(value),
+                                 legendgroup=value, marker={"color": palette[value], "size": 10},
+                                 hoverinfo="skip"))
     styles = (("front", data.front, 1.0, "circle"),
               ("dominated", data.dominated, FADED, "circle"),
               ("pruned", data.pruned, FADED, "circle-open"))
@@ -248,20 +253,18 @@ def pareto_figure(data: ParetoData, *, log_time: bool = False, title: str = "",
             if not group:
                 continue
             if data.color_by:
-                name, legend = f"{data.color_by}={value}", value
-                colour = palette[value]
+                name, legend, colour = f"{kind}: {value}", value, palette[value]
             else:
                 name, legend = kind, kind
                 colour = OTHER_COLOR if kind == "pruned" else FRONT_COLOR
             fig.add_trace(go.Scatter(
                 x=[m.seconds for m in group], y=[m.accuracy for m in group], mode="markers",
-                name=_text(name), legendgroup=legend, showlegend=legend not in shown,
+                name=_text(name), legendgroup=legend, showlegend=not data.color_by,
                 opacity=opacity, hovertext=[m.hover for m in group], hoverinfo="text",
                 customdata=[m.number for m in group],
-                marker={"color": colour, "symbol": symbol, "size": 11 if kind == "front" else 9,
+                marker={"color": colour, "symbol": symbol, "size": 11 if kind == "front" else 10,
                         "line": {"width": 2 if symbol.endswith("open") else 1,
                                  "color": colour if symbol.endswith("open") else "white"}}))
-            shown.add(legend)
     if verdicts:
         _add_verdicts(fig, verdicts)
     subtitle = ("filled: on the front · faded: dominated · hollow: pruned (best accuracy so "
@@ -324,9 +327,13 @@ def importance_figure(importances_accuracy: Mapping[str, float],
         fig.add_trace(go.Bar(x=[v for _, v in ordered], y=[_text(k) for k, _ in ordered],
                              orientation="h", name=name, marker_color=PALETTE[col - 1],
                              hovertemplate="%{y}: %{x:.3f}<extra></extra>"), row=1, col=col)
-    _layout(fig, title, "", "", showlegend=False)
-    fig.update_xaxes(title_text="importance (fANOVA, sums to 1)", rangemode="tozero")
-    return fig
+        if values:
+            fig.update_xaxes(title_text="importance (fANOVA, sums to 1)", rangemode="tozero",
+                             row=1, col=col)
+        else:  # no empty grid: the panel title says "not available"
+            fig.update_xaxes(visible=False, row=1, col=col)
+            fig.update_yaxes(visible=False, row=1, col=col)
+    return _layout(fig, title, "", "", showlegend=False)
 
 
 def curves_figure(curves: Mapping[int, Sequence[Mapping[str, Any]]], *, title: str = ""
@@ -353,7 +360,7 @@ def outcomes_figure(counts: Mapping[str, int], *, title: str = "") -> go.Figure:
         x=[_text(k) for k in counts], y=list(counts.values()), text=list(counts.values()),
         textposition="auto", name="trials",
         marker_color=[OUTCOME_COLORS.get(k, OTHER_COLOR) for k in counts]))
-    return _layout(fig, title, "outcome", "trials", showlegend=False)
+    return _layout(fig, title, "outcome", "trials", showlegend=False, height=360)
 
 
 @contextlib.contextmanager

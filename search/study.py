@@ -84,24 +84,31 @@ class Plan:
         return self.content["objective"]
 
     @classmethod
-    def from_content(cls, content: dict[str, Any], *, source: str, max_blocks: int | None
-                     ) -> Plan:
+    def from_content(cls, content: dict[str, Any], *, source: str) -> Plan:
+        """Validate a recipe's content: loads its data once to count the model's blocks
+        (``frozen_layers: {high: max}``) and to fail on bad data before any storage."""
+        from search import models
         from search import space as spaces
         from search.config import TrainConfig
         from search.data import DataSpec
+        from search.data import load as load_data
         from search.models import ModelSpec
 
+        section = dict(content["data"])
+        if section.get("classes") is not None:
+            section["classes"] = tuple(section["classes"])
+        data, model = DataSpec(**section), ModelSpec(**content["model"])
+        loaded = load_data(data)
+        blocks = models.count_blocks(model, in_channels=loaded.channels,
+                                     num_classes=loaded.num_classes)
         text = content.get("space")
         raw = yaml.safe_load(text) if text else None
-        space = (spaces.parse(raw, source=f"{source}: space", max_blocks=max_blocks)
+        space = (spaces.parse(raw, source=f"{source}: space", max_blocks=blocks)
                  if raw else spaces.Space(None, ()))
         base = TrainConfig.from_mapping({"epochs": content["epochs"], **content["baseline"]},
                                         source=f"{source}: baseline")
-        data = dict(content["data"])
-        if data.get("classes") is not None:
-            data["classes"] = tuple(data["classes"])
-        return cls(content["name"], content, space, base, DataSpec(**data),
-                   ModelSpec(**content["model"]))
+        make_pruner(content["pruner"])
+        return cls(content["name"], content, space, base, data, model)
 
     def sampler(self, name: str | None = None, seed: int | None = None
                 ) -> optuna.samplers.BaseSampler:
@@ -119,16 +126,7 @@ class Plan:
 def plan_for(recipe: Recipe) -> Plan:
     """Validate everything a recipe names (data, model, space, pruner) before any storage
     is touched, so bad input never leaves a half-written study."""
-    from search import models
-    from search.data import load as load_data
-
-    content = recipe.content()
-    data = load_data(recipe.data_spec())
-    blocks = models.count_blocks(recipe.model_spec(), in_channels=data.channels,
-                                 num_classes=data.num_classes)
-    plan = Plan.from_content(content, source=str(recipe.path), max_blocks=blocks)
-    make_pruner(recipe.pruner)
-    return plan
+    return Plan.from_content(recipe.content(), source=str(recipe.path))
 
 
 def open_study(recipe: Recipe, plan: Plan, *, storage: str | None = None,
@@ -180,14 +178,7 @@ def attach(name: str, storage: str, *, sampler: str | None = None) -> tuple[optu
     content = study.user_attrs.get("recipe")
     if not content:
         raise UserError(f"study {name!r} was not made by search (no recipe stored)")
-    from search import models
-    from search.data import load as load_data
-
-    spec = Plan.from_content(content, source=f"study {name}", max_blocks=None)
-    data = load_data(spec.data)
-    blocks = models.count_blocks(spec.model, in_channels=data.channels,
-                                 num_classes=data.num_classes)
-    plan = Plan.from_content(content, source=f"study {name}", max_blocks=blocks)
+    plan = Plan.from_content(content, source=f"study {name}")
     study = optuna.load_study(study_name=name, storage=store, sampler=plan.sampler(sampler),
                               pruner=plan.optuna_pruner())
     return study, plan
@@ -249,7 +240,7 @@ def work(study: optuna.Study, plan: Plan, *, trials: int | None = None,
     in_main = threading.current_thread() is threading.main_thread()
     if in_main:
         signal.signal(signal.SIGTERM, _interrupt)
-    start, before = time.perf_counter(), finished_count(study)
+    start, before = time.perf_counter(), _finished_by(study, objective.worker)
     try:
         optuna.storages.fail_stale_trials(study)  # zombies of earlier runs
         reaper.start()
@@ -267,7 +258,13 @@ def work(study: optuna.Study, plan: Plan, *, trials: int | None = None,
         bar.close()
         if in_main:
             signal.signal(signal.SIGTERM, previous)
-    return RunSummary(study, finished_count(study) - before, time.perf_counter() - start)
+    return RunSummary(study, _finished_by(study, objective.worker) - before,
+                      time.perf_counter() - start)
+
+
+def _finished_by(study: optuna.Study, worker: str) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED)
+               if t.user_attrs.get("worker") == worker)
 
 
 class BudgetGate:
