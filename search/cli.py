@@ -330,10 +330,11 @@ def _verdicts(study):  # noqa: ANN001, ANN202
 @_study_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="HTML file (default: studies/NAME-report.html).")
-def report(name: str, storage: str | None, device_key: str | None, output: str | None) -> None:
+@click.option("--color-by", default=None, help="Colour the front's points by this param.")
+@click.option("--log-time", is_flag=True, help="Log-scale seconds axis.")
+def report(name: str, storage: str | None, device_key: str | None, output: str | None,
+           color_by: str | None, log_time: bool) -> None:
     """Write one self-contained HTML page about study NAME."""
-    from pathlib import Path
-
     from search import choose as chooser
     from search import report_html
     from search.verify import stored_repeats
@@ -343,10 +344,9 @@ def report(name: str, storage: str | None, device_key: str | None, output: str |
     if note:
         click.echo(note, err=True)
     verdicts = _verdicts(study) if stored_repeats(study) else None
-    page = report_html.build(study, device=device, verdicts=verdicts)
-    path = Path(output or f"studies/{name}-report.html")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
+    path = output or f"studies/{name}-report.html"
+    report_html.write(study, path, device=device, verdicts=verdicts, color_by=color_by,
+                      log_time=log_time)
     click.echo(f"wrote {path}")
 
 

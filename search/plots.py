@@ -214,9 +214,9 @@ def pareto_data(trials: Iterable[FrozenTrial], *, device: str | None,
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str, **extra: Any) -> go.Figure:
+    extra.setdefault("height", HEIGHT)
     fig.update_layout(title={"text": _text(title)} if title else None, template="plotly_white",
-                      height=HEIGHT, margin={"l": 60, "r": 20, "t": 60 if title else 30,
-                                             "b": 50}, **extra)
+                      margin={"l": 60, "r": 20, "t": 60 if title else 30, "b": 50}, **extra)
     if x:
         fig.update_layout(xaxis_title=x)
     if y:

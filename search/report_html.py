@@ -45,7 +45,6 @@ th { background: #f5f5f5; } td.num { text-align: right; font-variant-numeric: ta
 .note { background: #fff6d6; border-left: 4px solid #e0b000; padding: 0.5em 0.8em; }
 .muted { color: #666; } .knee { font-weight: 600; color: #1f4e9c; }
 pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
-.figure { min-height: 480px; }
 """
 
 
@@ -65,7 +64,7 @@ def _figure(fig: go.Figure) -> str:
     height = fig.layout.height or plots.HEIGHT
     body = fig.to_html(full_html=False, include_plotlyjs=False, default_height=f"{height}px",
                        config={"displaylogo": False, "responsive": True})
-    return f'<div class="figure">{body}</div>'
+    return f'<div class="figure" style="min-height: {height}px">{body}</div>'
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[int] = ()
