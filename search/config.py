@@ -120,7 +120,7 @@ class TrainConfig:
 
     def build_scheduler(self, optimizer: torch.optim.Optimizer,
                         steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
-        """The lr schedule laid out over ``epochs * steps_per_epoch``; call ``.step()`` per batch."""
+        """The lr schedule over ``epochs * steps_per_epoch`` steps; ``.step()`` once per batch."""
         from search import schedules
 
         return schedules.build(self.lr_schedule, optimizer, self.effective_lr,
@@ -134,7 +134,7 @@ class TrainConfig:
 
     def build_mixer(self, num_classes: int) -> Callable[[torch.Tensor, torch.Tensor],
                                                         tuple[torch.Tensor, torch.Tensor]]:
-        """A function (x, y) -> (mixed x, soft targets); identity with one-hot-free labels if off."""
+        """A function (x, y) -> (mixed x, soft targets); the identity when both are off."""
         from search import mixing
 
         return mixing.build(num_classes, mixup_alpha=self.mixup_alpha,

@@ -147,7 +147,8 @@ def _split(spec: DataSpec, x: torch.Tensor, y: torch.Tensor) -> Data:
     if spec.classes:
         keep = torch.isin(y, torch.tensor(spec.classes))
         if not keep.any():
-            raise UserError(f"data.classes: no examples with these labels, got {list(spec.classes)}")
+            raise UserError(f"data.classes: no examples with these labels, "
+                            f"got {list(spec.classes)}")
         remap = {c: i for i, c in enumerate(sorted(spec.classes))}
         x, y = x[keep], torch.tensor([remap[int(v)] for v in y[keep]])
     from sklearn.model_selection import train_test_split

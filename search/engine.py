@@ -135,8 +135,9 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
                     finite = loss.detach() < loss_limit  # False for nan and inf too
                     samples += len(x)
             if finite is not None and not bool(finite):
-                outcome, reason = "diverged", (f"training loss non-finite or above {loss_limit:.0f} "
-                                           f"(1000 x chance) in epoch {epoch}")
+                outcome = "diverged"
+                reason = (f"training loss non-finite or above {loss_limit:.0f} (1000 x chance) "
+                          f"in epoch {epoch}")
                 break
             with eval_clock:
                 acc, val_loss = evaluate(step_net, data, config, dev, criterion)

@@ -43,4 +43,5 @@ def expect_keys(mapping: dict[str, Any], allowed: set[str] | frozenset[str], whe
     """Unknown keys are an error (a typo must not be silently ignored)."""
     for key in mapping:
         if key not in allowed:
-            raise UserError(f"unknown key {key!r} (valid: {', '.join(sorted(allowed))})", source=where)
+            raise UserError(f"unknown key {key!r} (valid: {', '.join(sorted(allowed))})",
+                            source=where)

@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 from search.errors import UserError
-from search.freezing import Blocks, as_groups
+from search.freezing import as_groups
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Which model to build: ``name`` is ``cnn``, a torchvision model name, or ``module:function``."""
+    """Which model: ``name`` is ``cnn``, a torchvision model name, or ``module:function``."""
 
     name: str = "cnn"
     weights: str | None = None  # checkpoint path, torchvision weight name, or pretrained:<task>

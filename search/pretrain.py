@@ -30,8 +30,9 @@ def cache_dir() -> Path:
 def checkpoint(source: str, *, width: int = 32, force: bool = False) -> Path:
     """The cached checkpoint of the built-in CNN pretrained on ``source``; made if missing."""
     if source not in SOURCES:
-        raise UserError(f"model.weights: unknown pretraining source (valid: "
-                        f"{', '.join('pretrained:' + s for s in SOURCES)}), got 'pretrained:{source}'")
+        valid = ", ".join("pretrained:" + s for s in SOURCES)
+        raise UserError(f"model.weights: unknown pretraining source (valid: {valid}), "
+                        f"got 'pretrained:{source}'")
     path = cache_dir() / f"cnn-w{width}-{source}.pt"
     if path.exists() and not force:
         return path

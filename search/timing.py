@@ -16,7 +16,6 @@ once per process, outside any timed region, so the first trial is not penalized.
 
 from __future__ import annotations
 
-import os
 import platform
 import time
 from typing import Any
@@ -137,6 +136,3 @@ def flops_per_sample(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     model.train(was_training)
     return counter.get_total_flops() / len(x)
 
-
-def threads_note() -> str:
-    return f"{torch.get_num_threads()} threads (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')})"
