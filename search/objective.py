@@ -74,7 +74,7 @@ class Objective:
                 if trial.should_prune():
                     return f"pruned by {type(trial.study.pruner).__name__} at epoch {epoch}"
                 return None
-            if self.pruner is not None:
+            if self.pruner is not None and epoch < config.epochs:  # the last saves nothing
                 return self.pruner.prune(trial.study, trial.number, curve)
             return None
 

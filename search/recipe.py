@@ -125,6 +125,12 @@ def load(path: str | Path) -> Recipe:
     if objective == "time-to-accuracy" and pruner["name"] == "pareto-sha":
         raise err("pruner", "pareto-sha is for pareto studies; use median, "
                             "successive-halving, hyperband, wilcoxon or none")
+    from search.study import make_pruner
+
+    try:
+        make_pruner(pruner)
+    except UserError as e:
+        raise e.within(src) from None
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise err("seed", "must be an integer >= 0")

@@ -25,6 +25,7 @@ from typing import Any
 
 import optuna
 
+from search import optimizers
 from search.config import _CHECKS, TrainConfig
 from search.errors import UserError
 from search.files import read_mapping
@@ -74,6 +75,11 @@ class Space:
             chosen[dim.name] = _suggest(trial, dim)
         if "betas" in chosen:
             chosen["betas"] = _betas(chosen["betas"])
+        if chosen.get("optimizer", base.optimizer) != base.optimizer:
+            # Another optimizer than the baseline's: its momentum/betas are its own default
+            # unless sampled (a momentum baseline's 0.9 means nothing to adam or rmsprop).
+            chosen.setdefault("momentum", None)
+            chosen.setdefault("betas", None)
         return base.replace(**chosen)
 
     def params_of(self, config: TrainConfig) -> dict[str, Any]:
@@ -81,10 +87,13 @@ class Space:
         (for enqueueing the baseline); values outside a dimension's range are left out."""
         out: dict[str, Any] = {}
         off = TrainConfig()
+        spec = optimizers.spec(config.optimizer)
         for dim in self.dimensions:
             value = getattr(config, dim.name)
             if dim.kind == "fixed" or not all(getattr(config, k) in v for k, v in dim.when):
                 continue
+            if value is None and dim.name in ("momentum", "betas"):
+                value = getattr(spec, dim.name)  # None means the optimizer's default
             if dim.optional:
                 on = value != getattr(off, dim.name)
                 out[f"use_{dim.name}"] = on
@@ -114,7 +123,7 @@ class Space:
                                 source=str(self.path))
             else:
                 step = dim.step or 1
-                n = int(round((dim.high - dim.low) / step))
+                n = math.floor((dim.high - dim.low) / step + 1e-9)  # never past high
                 out[dim.name] = [_cast(dim, dim.low + i * step) for i in range(n + 1)]
         return out
 
@@ -195,14 +204,20 @@ def _dimension(name: str, spec: Any, source: str, seen: list[str],
         raise fail("low", "a range needs low and high", None)
     if len(kinds) != 1:
         raise fail("", "give exactly one of choices, low/high, or value", spec)
+    def blocks(key: str, value: Any) -> None:
+        if name == "frozen_layers" and max_blocks is not None and value > max_blocks:
+            raise fail(key, f"the model has {max_blocks} blocks", value)
+
     if "value" in spec:
-        return Dimension(name, value=valid("value", spec["value"]), when=when)
+        value = valid("value", spec["value"])
+        blocks("value", value)
+        return Dimension(name, value=value, when=when)
     if "choices" in spec:
         choices = spec["choices"]
         if not isinstance(choices, list) or not choices:
             raise fail("choices", "must be a non-empty list", choices)
         for c in choices:
-            valid("choices", c)
+            blocks("choices", valid("choices", c))
         if name == "betas":  # Optuna categoricals hold scalars
             choices = [",".join(str(float(b)) for b in c) for c in choices]
         return Dimension(name, choices=tuple(choices), when=when, optional=optional)
@@ -220,8 +235,7 @@ def _dimension(name: str, spec: Any, source: str, seen: list[str],
     if low >= high:
         raise UserError(f"{name}: low must be < high, got low={low!r}, high={high!r}",
                         source=source)
-    if name == "frozen_layers" and max_blocks is not None and high > max_blocks:
-        raise fail("high", f"the model has {max_blocks} blocks", high)
+    blocks("high", high)
     log = spec.get("log", False)
     if not isinstance(log, bool):
         raise fail("log", "must be true or false", log)
@@ -234,6 +248,8 @@ def _dimension(name: str, spec: Any, source: str, seen: list[str],
             raise fail("step", "must be a number > 0", step)
         if log:
             raise fail("step", "cannot be combined with log", step)
+        if name in _INT_FIELDS and (not isinstance(step, int) or isinstance(step, bool)):
+            raise fail("step", "must be an integer for an integer field", step)
     return Dimension(name, low=low, high=high, log=log, step=step, when=when, optional=optional)
 
 

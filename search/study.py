@@ -64,7 +64,7 @@ def make_pruner(spec: dict[str, Any]) -> Any:
     try:
         pruner = makers[spec["name"]](**options)
     except (TypeError, ValueError) as e:
-        raise UserError(f"pruner: {e}, got {spec!r}") from None
+        raise UserError(f"pruner: {e}") from None
     return None if spec["name"] == "none" else pruner
 
 
@@ -286,7 +286,8 @@ class BudgetGate:
             running = states.count(TrialState.RUNNING)
             if finished >= self.trials:
                 self.done = True
-                study.stop()
+                if _trial is not None:  # inside optimize (a callback); before it, no need
+                    study.stop()
                 return
             if finished + running < self.trials or TrialState.WAITING in states:
                 return
