@@ -42,13 +42,15 @@ def cli() -> None:
 def _parse_sets(items: tuple[str, ...]) -> dict[str, Any]:
     import yaml
 
+    from search.files import load_yaml
+
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UserError(f"--set {item}: expected key=value")
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            out[key.strip()] = load_yaml(value)
         except yaml.YAMLError:
             raise UserError(f"--set {item}: cannot parse the value") from None
     return out
@@ -77,8 +79,13 @@ def train(study: str, sets: tuple[str, ...], config_file: str | None, device: st
 
         config = load_config(config_file)
     overrides = _parse_sets(sets)
-    for key, value in overrides.items():
-        config = TrainConfig.from_mapping({key: value}, source=f"--set {key}={value}", base=config)
+    try:  # all at once: `--set optimizer=momentum --set momentum=0.8` in any order
+        config = TrainConfig.from_mapping(overrides, base=config)
+    except UserError:  # then one at a time, to name the --set item at fault
+        for key, value in overrides.items():
+            config = TrainConfig.from_mapping({key: value}, source=f"--set {key}={value}",
+                                              base=config)
+        raise
 
     from search.engine import train as run_training
 

@@ -151,11 +151,7 @@ def _split(spec: DataSpec, x: torch.Tensor, y: torch.Tensor) -> Data:
                             f"got {list(spec.classes)}")
         remap = {c: i for i, c in enumerate(sorted(spec.classes))}
         x, y = x[keep], torch.tensor([remap[int(v)] for v in y[keep]])
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(y))
-    train_idx, val_idx = train_test_split(idx, test_size=spec.val_fraction,
-                                          random_state=spec.split_seed, stratify=y.numpy())
+    train_idx, val_idx = _stratified_split(y.numpy(), spec)
     # Normalize with the training split's statistics (per channel).
     train_x = x[train_idx]
     mean = train_x.mean(dim=(0, 2, 3), keepdim=True)
@@ -163,6 +159,21 @@ def _split(spec: DataSpec, x: torch.Tensor, y: torch.Tensor) -> Data:
     return Data(spec, num_classes=int(y.max()) + 1, channels=x.shape[1],
                 train_x=(train_x - mean) / std, train_y=y[train_idx],
                 val_x=(x[val_idx] - mean) / std, val_y=y[val_idx])
+
+
+def _stratified_split(labels: np.ndarray, spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed, seeded, stratified train/validation split (indices)."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < spec.val_fraction < 1:
+        raise UserError(f"data.val_fraction: must be in (0, 1), got {spec.val_fraction!r}")
+    try:
+        return train_test_split(np.arange(len(labels)), test_size=spec.val_fraction,
+                                random_state=spec.split_seed, stratify=labels)
+    except ValueError as e:  # e.g. fewer validation examples than classes
+        raise UserError(f"data.val_fraction: cannot split {len(labels)} examples of "
+                        f"{len(set(labels.tolist()))} classes ({e}), "
+                        f"got {spec.val_fraction!r}") from None
 
 
 def _torchvision(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,10 +214,7 @@ def _imagefolder(spec: DataSpec, root: Path) -> Data:
     tf = transforms.Compose([transforms.Resize((spec.image_size, spec.image_size)),
                              transforms.ToTensor()])
     full = datasets.ImageFolder(str(root), transform=tf)
-    from sklearn.model_selection import train_test_split
-
-    train_idx, val_idx = train_test_split(np.arange(len(full)), test_size=spec.val_fraction,
-                                          random_state=spec.split_seed, stratify=full.targets)
+    train_idx, val_idx = _stratified_split(np.asarray(full.targets), spec)
     sub = torch.utils.data.Subset
     return Data(spec, num_classes=len(full.classes), channels=3,
                 folder=(sub(full, train_idx.tolist()), sub(full, val_idx.tolist())))

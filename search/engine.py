@@ -105,16 +105,18 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
     scaler = config.grad_scaler(dev)
     generator = torch.Generator().manual_seed(config.seed)
     loss_limit = DIVERGED_LOSS_FACTOR * math.log(max(2, data.num_classes))
-    x0, y0 = next(data.train_batches(config.batch_size, torch.Generator().manual_seed(0)))
-    flops = timing.flops_per_sample(net, x0, y0, criterion)
-    step_net = torch.compile(net) if config.compile else net
     fingerprint = timing.fingerprint(dev)
 
     clock, eval_clock = timing.Stopwatch(dev), timing.Stopwatch(dev)
     curve: list[dict[str, float]] = []
-    outcome, reason, samples = "completed", "", 0
+    outcome, reason, samples, flops = "completed", "", 0, 0.0
     best_acc, best_epoch, best_seconds, since_best = -1.0, 0, 0.0, 0
     try:
+        # Counting FLOPs runs the first batch (untimed): a batch too big fails here first.
+        x0, y0 = next(data.train_batches(config.batch_size, torch.Generator().manual_seed(0)))
+        flops = timing.flops_per_sample(net, x0, y0, criterion)
+        del x0, y0
+        step_net = torch.compile(net) if config.compile else net
         for epoch in range(1, config.epochs + 1):
             net.train()
             with clock:
@@ -161,11 +163,9 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
                           f"(best {best_acc:.4f} at epoch {best_epoch})")
                 break
     except torch.OutOfMemoryError as e:
+        # What the step held is released with this frame; train() then collects and
+        # empties the CUDA cache before the next trial.
         outcome, reason = "oom", f"out of memory: {str(e).splitlines()[0][:200]}"
-        del optimizer, scheduler, step_net  # release what the step held before returning
-        gc.collect()
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
 
     return TrainResult(
         outcome=outcome, reason=reason, epochs_run=len(curve), best_epoch=best_epoch,

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from search.errors import UserError
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader reading floats as YAML 1.2 does: ``1e-3`` is a number, not a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$"),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text safely, with YAML 1.2 floats."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def read_mapping(path: str | Path) -> dict[str, Any]:
@@ -24,7 +40,7 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
     except OSError as e:
         raise UserError(f"cannot read: {e.strerror}", source=str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

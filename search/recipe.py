@@ -90,9 +90,8 @@ def load(path: str | Path) -> Recipe:
         raise err("name", "must be a non-empty string")
     data = _section(raw, "data", _DATA_KEYS, src, default={"name": "digits"})
     model = _section(raw, "model", _MODEL_KEYS, src, default={"name": "cnn"})
-    for key, sec in (("data.name", data), ("model.name", model)):
-        if not isinstance(sec.get("name"), str):
-            raise UserError(f"{key}: must be a string, got {sec.get('name')!r}", source=src)
+    _check_values(data, _DATA_CHECKS, "data", src)
+    _check_values(model, _MODEL_CHECKS, "model", src)
     epochs = raw.get("epochs", 10)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise err("epochs", "must be an integer >= 1")
@@ -169,6 +168,41 @@ def _section(raw: dict[str, Any], key: str, allowed: set[str], src: str,
             raise UserError(f"{key}.{k}: unknown key (valid: {', '.join(sorted(allowed))})",
                             source=src)
     return dict(value)
+
+
+def _int_at_least(low: int) -> Any:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str) and bool(v)
+
+
+_DATA_CHECKS = {
+    "name": (_is_str, "must be a data set name"),
+    "classes": (lambda v: v is None or (isinstance(v, list) and bool(v) and all(
+        isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in v)),
+        "must be a list of class labels (integers >= 0)"),
+    "data_dir": (_is_str, "must be a directory path"),
+    "download": (lambda v: isinstance(v, bool), "must be true or false"),
+    "val_fraction": (lambda v: _is_number(v) and 0 < v < 1, "must be a number in (0, 1)"),
+    "split_seed": (_int_at_least(0), "must be an integer >= 0"),
+    "image_size": (_int_at_least(1), "must be an integer >= 1"),
+    "size": (_int_at_least(1), "must be an integer >= 1"),
+}
+_MODEL_CHECKS = {
+    "name": (_is_str, "must be a model name"),
+    "weights": (lambda v: v is None or _is_str(v), "must be a checkpoint path or weight name"),
+    "width": (_int_at_least(1), "must be an integer >= 1"),
+}
+
+
+def _check_values(section: dict[str, Any], checks: dict[str, Any], key: str, src: str) -> None:
+    for k, (ok, problem) in checks.items():
+        if k in section and not ok(section[k]):
+            raise UserError(f"{key}.{k}: {problem}, got {section[k]!r}", source=src)
+    if "name" not in section:
+        raise UserError(f"{key}.name: missing", source=src)
 
 
 def _check_baseline(baseline: dict[str, Any], epochs: int, source: str) -> None:

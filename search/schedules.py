@@ -4,7 +4,7 @@
 - ``cosine``: the same warm-up, then cosine decay to 0 at the last step.
 - ``onecycle``: the one-cycle policy (Smith's super-convergence) via torch's OneCycleLR:
   rises from lr/25 to lr over the ``warmup`` fraction (0 means torch's default 0.3),
-  then anneals (cosine) to lr/1e4. Momentum is not cycled, so the optimizer stays the
+  then anneals (cosine) to lr/25/1e4. Momentum is not cycled, so the optimizer stays the
   configured one (plain SGD keeps no momentum).
 """
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-import yaml
 from optuna.trial import TrialState
 
 from search.errors import UserError
+from search.files import load_yaml
 from search.recipe import Recipe
 from search.storage import mask_url, open_storage, retry_callback
 
@@ -102,7 +102,7 @@ class Plan:
         blocks = models.count_blocks(model, in_channels=loaded.channels,
                                      num_classes=loaded.num_classes)
         text = content.get("space")
-        raw = yaml.safe_load(text) if text else None
+        raw = load_yaml(text) if text else None
         space = (spaces.parse(raw, source=f"{source}: space", max_blocks=blocks)
                  if raw else spaces.Space(None, ()))
         base = TrainConfig.from_mapping({"epochs": content["epochs"], **content["baseline"]},

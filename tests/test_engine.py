@@ -1,0 +1,196 @@
+"""The training engine: every trick through a real run, and every way a run can end."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from search import optimizers
+from search.config import TrainConfig
+from search.engine import OUTCOMES, TrainResult, train
+from search.errors import UserError
+from search.models import ModelSpec
+from tests.usermodels import PRETRAINED, small_data
+
+CNN = ModelSpec("cnn", weights=PRETRAINED)
+DEVICE_KEYS = {"device_type", "device_name", "cpu", "threads", "torch", "cuda", "key"}
+CURVE_KEYS = {"epoch", "seconds", "accuracy", "loss"}
+
+_LR = {"sgd": 0.05, "momentum": 0.02, "nesterov": 0.02, "adagrad": 0.02}
+
+
+def _cases() -> list[Any]:
+    cases = [pytest.param({"optimizer": name, "lr": _LR.get(name, 1e-3)}, id=f"optimizer-{name}")
+             for name in optimizers.OPTIMIZERS]
+    cases += [pytest.param({"lr_schedule": s, "warmup": 0.2}, id=f"schedule-{s}-warmup")
+              for s in ("constant", "cosine", "onecycle")]
+    cases += [pytest.param(kw, id=name) for name, kw in {
+        "lr-scaling-linear": {"lr_scaling": "linear", "lr": 4e-3},
+        "frozen-1": {"frozen_layers": 1},
+        "frozen-3": {"frozen_layers": 3, "lr": 1e-2, "batch_size": 16},  # a linear probe
+        "mixup": {"mixup_alpha": 0.4},
+        "cutmix": {"cutmix_alpha": 1.0},
+        "mixup-and-cutmix": {"mixup_alpha": 0.4, "cutmix_alpha": 1.0},
+        "label-smoothing": {"label_smoothing": 0.1},
+        "fp16": {"precision": "fp16", "batch_size": 64},  # slow on CPU: 2 steps an epoch
+        "bf16": {"precision": "bf16", "batch_size": 64},
+        "channels-last": {"channels_last": True},
+        "dropout": {"dropout": 0.3},
+        "patience": {"patience": 1, "epochs": 3},
+        "weight-decay": {"optimizer": "adamw", "weight_decay": 0.05},
+        "everything": {"optimizer": "nesterov", "lr": 0.02, "lr_schedule": "onecycle",
+                       "warmup": 0.3, "frozen_layers": 1, "mixup_alpha": 0.2,
+                       "label_smoothing": 0.1, "precision": "bf16", "channels_last": True,
+                       "dropout": 0.1},
+    }.items()]
+    return cases
+
+
+@pytest.mark.parametrize("changes", _cases())
+def test_every_trick_trains(changes: dict[str, Any]) -> None:
+    # 160 training examples, 5 steps an epoch: enough to learn, short on a CPU.
+    cfg = TrainConfig(**{"epochs": 2, "batch_size": 32, **changes})
+    result = train(cfg, small_data(), CNN, device="cpu")
+
+    assert isinstance(result, TrainResult)
+    assert result.outcome in ("completed", "early-stopped"), result.reason
+    assert result.outcome in OUTCOMES
+    assert (result.reason == "") == (result.outcome == "completed")
+    assert 1 <= result.epochs_run <= cfg.epochs
+    if result.outcome == "completed":
+        assert result.epochs_run == cfg.epochs
+    assert len(result.curve) == result.epochs_run
+    assert [p["epoch"] for p in result.curve] == list(range(1, result.epochs_run + 1))
+    for point in result.curve:
+        assert set(point) == CURVE_KEYS
+        assert all(math.isfinite(v) for v in point.values())
+    assert math.isfinite(result.accuracy) and 0.0 <= result.accuracy <= 1.0
+    assert result.accuracy == max(p["accuracy"] for p in result.curve)
+    assert result.accuracy > 0.4, "a pretrained backbone learns in 10 steps (chance: 0.2)"
+    assert result.curve[result.best_epoch - 1]["accuracy"] == result.accuracy
+    assert result.seconds == result.curve[result.best_epoch - 1]["seconds"]
+    assert 0 < result.seconds <= result.train_seconds
+    assert result.final_accuracy == result.curve[-1]["accuracy"]
+    assert result.eval_seconds > 0 and result.samples_per_second > 0
+    assert result.flops_per_sample > 0 and result.flops_per_second > 0
+    assert DEVICE_KEYS <= set(result.device)
+    assert result.device["device_type"] == "cpu" and result.device["key"].startswith("cpu:")
+    assert result.config == cfg.to_dict()
+    assert set(result.to_dict()) >= {"outcome", "accuracy", "seconds", "curve", "device"}
+
+
+def test_patience_stops_a_run_that_cannot_improve() -> None:
+    # Everything but the head frozen and a vanishing lr: accuracy cannot move.
+    cfg = TrainConfig(optimizer="sgd", lr=1e-12, frozen_layers=3, patience=1, epochs=4)
+    result = train(cfg, small_data(), CNN, device="cpu")
+    assert result.outcome == "early-stopped"
+    assert result.epochs_run == 2 < cfg.epochs
+    assert result.best_epoch == 1
+    assert "1 epochs" in result.reason
+    assert result.curve[0]["accuracy"] == result.curve[1]["accuracy"]
+
+
+def test_no_patience_runs_every_epoch() -> None:
+    cfg = TrainConfig(optimizer="sgd", lr=1e-12, frozen_layers=3, epochs=3)
+    result = train(cfg, small_data(), CNN, device="cpu")
+    assert result.outcome == "completed" and result.epochs_run == 3
+
+
+def _metrics(result: TrainResult) -> list[tuple[float, float]]:
+    return [(p["accuracy"], p["loss"]) for p in result.curve]
+
+
+def test_same_seed_gives_identical_metrics_and_a_different_seed_differs() -> None:
+    # Mixup and dropout draw from the global RNG, shuffling from the seeded generator.
+    base = TrainConfig(epochs=2, batch_size=32, seed=3, mixup_alpha=0.4, dropout=0.2)
+    data = small_data()
+    first = train(base, data, CNN, device="cpu")
+    second = train(base, data, CNN, device="cpu")
+    other = train(base.replace(seed=4), data, CNN, device="cpu")
+    assert _metrics(first) == _metrics(second)
+    assert _metrics(first) != _metrics(other)
+
+
+def test_divergence_is_an_outcome_not_an_exception() -> None:
+    cfg = TrainConfig(optimizer="sgd", lr=1e6, epochs=2, batch_size=32)
+    result = train(cfg, small_data(), CNN, device="cpu")
+    assert result.outcome == "diverged"
+    assert "non-finite" in result.reason or "chance" in result.reason
+    assert result.epochs_run < 2
+    assert math.isfinite(result.accuracy)
+
+
+def test_out_of_memory_in_a_step_is_an_outcome() -> None:
+    result = train(TrainConfig(epochs=2), small_data(), "tests.usermodels:oom_on_third_forward",
+                   device="cpu")
+    assert result.outcome == "oom"
+    assert result.reason.startswith("out of memory: CUDA out of memory. Tried to allocate")
+    assert result.epochs_run == 0 and result.curve == []
+
+
+def test_out_of_memory_in_the_first_forward_is_an_outcome() -> None:
+    # On a GPU the first forward + backward of a run is where a too-large batch fails.
+    result = train(TrainConfig(epochs=2), small_data(), "tests.usermodels:oom_on_first_forward",
+                   device="cpu")
+    assert result.outcome == "oom"
+    assert "CUDA out of memory" in result.reason
+
+
+def test_callback_sees_every_epoch() -> None:
+    seen: list[tuple[int, float, float, float]] = []
+    result = train(TrainConfig(epochs=3), small_data(), CNN, device="cpu",
+                   callback=lambda *args: seen.append(args))
+    assert result.outcome == "completed"
+    assert [s[0] for s in seen] == [1, 2, 3]
+    for (epoch, acc, loss, seconds), point in zip(seen, result.curve, strict=True):
+        assert (epoch, acc, loss, seconds) == (point["epoch"], point["accuracy"], point["loss"],
+                                               point["seconds"])
+        assert 0 <= acc <= 1 and math.isfinite(loss)
+    seconds = [s[3] for s in seen]
+    assert 0 < seconds[0] < seconds[1] < seconds[2]
+
+
+def test_callback_returning_a_reason_prunes_the_run() -> None:
+    def prune_at_two(epoch: int, acc: float, loss: float, seconds: float) -> str | None:
+        return "slower than the front" if epoch == 2 else None
+
+    result = train(TrainConfig(epochs=4), small_data(), CNN, device="cpu",
+                   callback=prune_at_two)
+    assert result.outcome == "pruned"
+    assert result.reason == "slower than the front"
+    assert result.epochs_run == 2 and len(result.curve) == 2
+
+
+def test_callback_returning_true_prunes_with_a_default_reason() -> None:
+    result = train(TrainConfig(epochs=3), small_data(), CNN, device="cpu",
+                   callback=lambda *_: True)
+    assert result.outcome == "pruned"
+    assert result.reason == "stopped by callback at epoch 1"
+    assert result.epochs_run == 1
+
+
+def test_batch_larger_than_the_training_set_is_a_user_error() -> None:
+    n = small_data().train_size
+    with pytest.raises(UserError, match=rf"^batch_size: .*\({n}\), got {n + 1}$"):
+        train(TrainConfig(batch_size=n + 1, epochs=1), small_data(), CNN, device="cpu")
+
+
+def test_train_accepts_names_for_data_and_model() -> None:
+    result = train(TrainConfig(epochs=1, batch_size=32), "digits", "cnn", device="cpu")
+    assert result.outcome == "completed" and result.accuracy > 0.2
+
+
+def test_unknown_device_is_a_user_error() -> None:
+    with pytest.raises(UserError, match=r"^--device: .*'tpu:9'"):
+        train(TrainConfig(epochs=1), small_data(), CNN, device="tpu:9")
+
+
+def test_compiled_model_trains() -> None:
+    # torch.compile needs a C++ compiler on the CPU; it compiles inside the first epoch.
+    cfg = TrainConfig(epochs=1, compile=True, batch_size=32)
+    result = train(cfg, small_data(), CNN, device="cpu")
+    assert result.outcome == "completed", result.reason
+    assert result.accuracy > 0.3
+    assert result.config["compile"] is True

@@ -1,0 +1,124 @@
+"""User models and user data for the tests, loaded by the library as ``tests.usermodels:NAME``.
+
+The models record what the engine did with them (the dtype a forward ran in, the instance
+it trained), so a test can prove that a trick reached the training loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import torch
+from torch import nn
+
+from search.data import Data, DataSpec
+from search.data import load as load_data
+from search.models import SmallCNN
+
+# Filled by the models below; tests clear them before a run.
+SEEN_DTYPES: list[torch.dtype] = []  # dtype of the first conv's output, one per forward
+INSTANCES: list[nn.Module] = []  # every model built through ``recording_cnn``
+
+TARGET = DataSpec("digits", classes=(5, 6, 7, 8, 9))  # the default study's target task
+PRETRAINED = "pretrained:digits-0-4"
+
+
+@functools.cache
+def target_data() -> Data:
+    """Digits 5-9 (the target task), loaded once per test session; ``train`` never mutates it."""
+    return load_data(TARGET)
+
+
+class RecordingCNN(SmallCNN):
+    """The built-in CNN (so pretrained checkpoints fit) that records its first conv's dtype."""
+
+    def __init__(self, in_channels: int, num_classes: int, *, width: int = 32,
+                 dropout: float = 0.0) -> None:
+        super().__init__(in_channels, num_classes, width=width, dropout=dropout)
+        self.stem[0].register_forward_hook(
+            lambda _module, _inputs, output: SEEN_DTYPES.append(output.dtype))
+        INSTANCES.append(self)
+
+
+def recording_cnn(*, num_classes: int, in_channels: int, dropout: float) -> nn.Module:
+    return RecordingCNN(in_channels, num_classes, dropout=dropout)
+
+
+def recording_small_cnn(*, num_classes: int, in_channels: int, dropout: float) -> nn.Module:
+    """Width 8: low precision is slow on CPUs without bf16/fp16 units."""
+    return RecordingCNN(in_channels, num_classes, width=8, dropout=dropout)
+
+
+class OOMAfter(SmallCNN):
+    """Raises CUDA's out-of-memory error on its ``n``-th forward (counting from 1)."""
+
+    def __init__(self, in_channels: int, num_classes: int, n: int) -> None:
+        super().__init__(in_channels, num_classes, width=8)
+        self.n = n
+        self.forwards = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.forwards += 1
+        if self.forwards == self.n:
+            raise torch.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.10 GiB total)")
+        return super().forward(x)
+
+
+def oom_on_third_forward(*, num_classes: int, in_channels: int, dropout: float) -> nn.Module:
+    return OOMAfter(in_channels, num_classes, 3)
+
+
+def oom_on_first_forward(*, num_classes: int, in_channels: int, dropout: float) -> nn.Module:
+    return OOMAfter(in_channels, num_classes, 1)
+
+
+def not_a_module(*, num_classes: int, in_channels: int, dropout: float) -> object:
+    return "a string, not a model"
+
+
+# -- user data --------------------------------------------------------------------------
+
+
+def indexed_images() -> tuple[torch.Tensor, torch.Tensor]:
+    """60 one-channel 4x4 images whose every pixel is the example's index; labels i % 3.
+
+    Normalization is an increasing affine map, so a test can recover which examples
+    went to which split from the pixel values.
+    """
+    n = 60
+    x = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, 4, 4).clone()
+    return x, torch.arange(n) % 3
+
+
+class _ListDataset(torch.utils.data.Dataset):
+    def __init__(self, items: list[tuple[torch.Tensor, int]]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.items[i]
+
+
+def digits_dataset() -> torch.utils.data.Dataset:
+    """A map-style Dataset of (image, label): 100 real digits of classes 0 and 1."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits(n_class=2)
+    images = torch.tensor(d.images[:100], dtype=torch.float32).unsqueeze(1) / 16.0
+    return _ListDataset([(images[i], int(d.target[i])) for i in range(100)])
+
+
+def flat_vectors() -> tuple[torch.Tensor, torch.Tensor]:
+    """Wrongly shaped user data: (N, features) instead of (N, C, H, W)."""
+    return torch.zeros(20, 64), torch.zeros(20, dtype=torch.int64)
+
+
+@functools.cache
+def small_data() -> Data:
+    """``target_data`` cut to its first 160 training examples: 5 steps of 32, short on a CPU."""
+    full = target_data()
+    return dataclasses.replace(full, train_x=full.train_x[:160], train_y=full.train_y[:160])
