@@ -1,0 +1,175 @@
+"""The engine's overhead: ``search.engine.train`` against a minimal hand-written loop.
+
+Both train the same model on the same data with the same settings: digits classes 5-9,
+the built-in ``SmallCNN`` (seeded and built as the engine builds it), Adam at lr 1e-3,
+fp32, the same on-device batching (``randperm`` of a CPU generator, then index
+slicing; the last partial batch dropped) and the same number of epochs. They alternate
+in one process (engine, hand, engine, hand, ...) after one untimed warm-up of each, so
+slow drift in the machine (clock, other load) hits both alike.
+
+The measure is training throughput, samples per second over the training loop only:
+the engine's own ``samples_per_second`` (its timed region, validation excluded; see
+``search/timing.py``) and, for the hand loop, ``time.perf_counter`` around its epochs,
+synchronized on CUDA. The last line is ``ratio: X``, the median engine throughput over
+the median hand-written throughput (1.0 means no overhead).
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/overhead.py --quick
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+if __package__:  # python -m benchmarks.overhead
+    from benchmarks import common
+else:  # python benchmarks/overhead.py
+    import common  # type: ignore[no-redef]
+
+from search.config import TrainConfig
+from search.data import Data, DataSpec
+from search.data import load as load_data
+from search.engine import train
+from search.models import SmallCNN
+
+DATA = DataSpec("digits", classes=(5, 6, 7, 8, 9))
+LR = 1e-3
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    rounds: int
+    epochs: int
+    batch_size: int = 64
+
+
+# Digits 5-9 has 716 training examples: 11 steps of 64 per epoch, about 0.13 s on a
+# 2-core CPU: --quick takes about 10 s there when the machine is otherwise idle, the
+# full mode about 3 minutes.
+QUICK = Settings(rounds=5, epochs=5)
+FULL = Settings(rounds=20, epochs=30)
+
+
+def run_engine(data: Data, dev: torch.device, s: Settings) -> dict[str, Any]:
+    """One engine run; its own timed region gives the throughput."""
+    config = TrainConfig(optimizer="adam", lr=LR, batch_size=s.batch_size, epochs=s.epochs,
+                         precision="fp32", seed=SEED)
+    r = train(config, data, "cnn", device=dev)
+    return {"samples_per_second": r.samples_per_second, "train_seconds": r.train_seconds,
+            "samples": round(r.samples_per_second * r.train_seconds),
+            "outcome": r.outcome, "final_accuracy": r.final_accuracy}
+
+
+def run_hand(data: Data, dev: torch.device, s: Settings) -> dict[str, Any]:
+    """The minimal loop a user would write for the same training."""
+    torch.manual_seed(SEED)  # the engine seeds the same way just before building the model
+    net = SmallCNN(data.channels, data.num_classes).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=LR)
+    generator = torch.Generator().manual_seed(SEED)
+    x_all, y_all, n, bs = data.train_x, data.train_y, data.train_size, s.batch_size
+    samples = 0
+
+    net.train()
+    common.sync(dev)
+    start = time.perf_counter()
+    for _ in range(s.epochs):
+        order = torch.randperm(n, generator=generator).to(dev)
+        for i in range(0, n - bs + 1, bs):
+            idx = order[i:i + bs]
+            loss = nn.functional.cross_entropy(net(x_all[idx]), y_all[idx])
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            samples += bs
+    common.sync(dev)
+    seconds = time.perf_counter() - start
+
+    # Untimed: the validation accuracy, to check the two loops did the same training.
+    net.eval()
+    with torch.no_grad():
+        acc = (net(data.val_x).argmax(1) == data.val_y).sum().item() / data.val_size
+    return {"samples_per_second": samples / seconds, "train_seconds": seconds,
+            "samples": samples, "outcome": "completed", "final_accuracy": acc}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = common.parser("overhead", __doc__.splitlines()[0])
+    p.add_argument("--rounds", type=common.positive_int,
+                   help=f"timed rounds of (engine, hand) (default {QUICK.rounds} with "
+                        f"--quick, else {FULL.rounds})")
+    p.add_argument("--epochs", type=common.positive_int,
+                   help=f"epochs per run (default {QUICK.epochs} with --quick, "
+                        f"else {FULL.epochs})")
+    p.add_argument("--batch-size", type=common.positive_int, default=64,
+                   help="examples per step (default %(default)s)")
+    args = p.parse_args(argv)
+    base = QUICK if args.quick else FULL
+    s = Settings(rounds=args.rounds or base.rounds, epochs=args.epochs or base.epochs,
+                 batch_size=args.batch_size)
+    dev: torch.device = args.device
+    common.apply_threads(args.threads)
+
+    data = load_data(DATA)
+    data = data.to(dev, data.channels)
+    if s.batch_size > data.train_size:
+        p.error(f"--batch-size: larger than the training set ({data.train_size}), "
+                f"got {s.batch_size}")
+    print(f"overhead: engine vs hand-written loop on {dev} "
+          f"(torch threads: {torch.get_num_threads()}); digits 5-9 ({data.train_size} train), "
+          f"SmallCNN, Adam lr {LR:g}, batch {s.batch_size}, fp32, "
+          f"{s.epochs} epochs x {s.rounds} rounds", flush=True)
+
+    env = common.environment(dev)
+    note = common.busy_note() if dev.type == "cpu" else None
+    if note:
+        print(note, flush=True)
+
+    run_engine(data, dev, s)  # untimed warm-up of each (the engine also warms the device)
+    run_hand(data, dev, s)
+    rounds = []
+    for i in range(1, s.rounds + 1):
+        engine, hand = run_engine(data, dev, s), run_hand(data, dev, s)
+        rounds.append({"round": i, "engine": engine, "hand": hand,
+                       "ratio": engine["samples_per_second"] / hand["samples_per_second"]})
+
+    engine_sps = [r["engine"]["samples_per_second"] for r in rounds]
+    hand_sps = [r["hand"]["samples_per_second"] for r in rounds]
+    ratio = common.median(engine_sps) / common.median(hand_sps)
+    rows: list[list[Any]] = [[r["round"], r["engine"]["samples_per_second"],
+                              r["hand"]["samples_per_second"], r["ratio"]] for r in rounds]
+    rows.append(["median", common.median(engine_sps), common.median(hand_sps), ratio])
+    common.print_table(["round", "engine samples/s", "hand samples/s", "ratio"], rows)
+    same = all(r["engine"]["final_accuracy"] == r["hand"]["final_accuracy"] for r in rounds)
+    print(f"final validation accuracy, engine {rounds[-1]['engine']['final_accuracy']:.4f}, "
+          f"hand {rounds[-1]['hand']['final_accuracy']:.4f}"
+          f" ({'identical in every round' if same else 'differs'})")
+
+    out = common.write_json(args.out, {
+        "benchmark": "overhead",
+        "settings": {"data": "digits", "classes": list(DATA.classes), "model": "SmallCNN",
+                     "optimizer": "adam", "lr": LR, "precision": "fp32", "seed": SEED,
+                     "rounds": s.rounds, "epochs": s.epochs, "batch_size": s.batch_size,
+                     "quick": args.quick, "threads": torch.get_num_threads()},
+        "environment": {**env, "load_average_end": common.load_average()},
+        "rounds": rounds,
+        "median_engine_samples_per_second": common.median(engine_sps),
+        "median_hand_samples_per_second": common.median(hand_sps),
+        "same_final_accuracy": same,
+        # Paired per round: less sensitive to load that changes between rounds.
+        "median_round_ratio": common.median([r["ratio"] for r in rounds]),
+        "ratio": ratio,
+    })
+    print(f"raw results: {out}")
+    print(f"ratio: {ratio:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
