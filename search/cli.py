@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from search.errors import UserError
+from search.errors import Interrupted, UserError
 
 
 class _Group(click.Group):
@@ -21,8 +21,6 @@ class _Group(click.Group):
     worker into one line and exit code 130."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from search.study import Interrupted
-
         try:
             return super().invoke(ctx)
         except UserError as e:

@@ -13,3 +13,8 @@ class UserError(Exception):
     def within(self, source: str) -> UserError:
         """The same error, attributed to ``source`` (a file or a command-line flag)."""
         return UserError(str(self), source=source)
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped a worker; its trial in flight is recorded as failed.
+    The CLI prints it as one line and exits with code 130."""

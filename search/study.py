@@ -20,7 +20,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from search.errors import UserError
+from search.errors import Interrupted, UserError
 from search.files import load_yaml
 from search.recipe import Recipe
 from search.storage import mask_url, open_storage, retry_callback
@@ -193,10 +193,6 @@ class RunSummary:
     study: optuna.Study
     ran: int
     seconds: float
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM stopped a worker; its trial in flight is recorded as failed."""
 
 
 def worker_id() -> str:
