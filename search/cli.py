@@ -302,7 +302,6 @@ def pareto(name: str, storage: str | None, device_key: str | None, output: str |
     """Draw the speed/accuracy front of study NAME (interactive HTML)."""
     from search import choose as chooser
     from search import plots
-    from search.verify import stored_repeats
 
     study = chooser.load_study(name, _storage(name, storage))
     device, note = chooser.device_of(study, device_key)
@@ -310,7 +309,7 @@ def pareto(name: str, storage: str | None, device_key: str | None, output: str |
         click.echo(note, err=True)
     data = plots.pareto_data(study.get_trials(deepcopy=False), device=device,
                              color_by=color_by)
-    verdicts = _verdicts(study) if stored_repeats(study) else None
+    verdicts = _verdicts(study, device)
     fig = plots.pareto_figure(data, log_time=log_time, verdicts=verdicts,
                               title=f"{name} on {device}")
     output = output or f"studies/{name}-pareto.html"
@@ -321,14 +320,15 @@ def pareto(name: str, storage: str | None, device_key: str | None, output: str |
     click.echo(f"wrote {output}")
 
 
-def _verdicts(study):  # noqa: ANN001, ANN202
+def _verdicts(study: Any, device: str | None) -> Any:
+    """The stored `search verify` repeats on ``device`` as flagged verdicts, or None."""
     from search import verify as verifier
 
-    repeats = verifier.stored_repeats(study)
+    repeats = verifier.stored_repeats(study, device)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     verdicts = [verifier.Verdict(n, (trials[n].values[0], trials[n].values[-1]), r)
                 for n, r in repeats.items() if n in trials and len(trials[n].values) == 2]
-    return verifier.flag(verdicts)
+    return verifier.flag(verdicts) if verdicts else None
 
 
 @cli.command()
@@ -342,13 +342,12 @@ def report(name: str, storage: str | None, device_key: str | None, output: str |
     """Write one self-contained HTML page about study NAME."""
     from search import choose as chooser
     from search import report_html
-    from search.verify import stored_repeats
 
     study = chooser.load_study(name, _storage(name, storage))
     device, note = chooser.device_of(study, device_key)
     if note:
         click.echo(note, err=True)
-    verdicts = _verdicts(study) if stored_repeats(study) else None
+    verdicts = _verdicts(study, device)
     path = output or f"studies/{name}-report.html"
     report_html.write(study, path, device=device, verdicts=verdicts, color_by=color_by,
                       log_time=log_time)

@@ -9,8 +9,13 @@ does not survive:
 
 - ``dominated``: the mean point (mean accuracy, mean seconds) of the config is dominated
   by another config's mean point;
-- ``optimistic``: the original single run lies outside mean +- 2 std in accuracy or
-  seconds (its reported point was luck).
+- ``optimistic``: the original single run is better than its repeats by more than 2 of
+  their standard deviations: more accurate than their mean + 2 std, or faster than their
+  mean - 2 std (its reported point was luck). Needs at least 2 repeats. The repeats'
+  own mean and std are used: the original, inside the sample, could never lie that far.
+
+Repeats run on this machine; they are refused when its device fingerprint differs from
+the one the study measured (seconds from different devices are never compared).
 """
 
 from __future__ import annotations
@@ -54,6 +59,15 @@ class Verdict:
     def seconds_std(self) -> float:
         return self._stat(1, statistics.stdev)
 
+    def optimistic(self) -> bool:
+        """The original run beats its repeats by more than 2 of their std (>= 2 repeats)."""
+        if len(self.repeats) < 2:
+            return False
+        acc = [r[0] for r in self.repeats]
+        sec = [r[1] for r in self.repeats]
+        return (self.original[0] > statistics.fmean(acc) + 2 * statistics.stdev(acc)
+                or self.original[1] < statistics.fmean(sec) - 2 * statistics.stdev(sec))
+
 
 def flag(verdicts: list[Verdict]) -> list[Verdict]:
     """Set each verdict's flags (see the module docstring); pure, for hand-built cases."""
@@ -62,11 +76,8 @@ def flag(verdicts: list[Verdict]) -> list[Verdict]:
         v.flags = []
         if any(o[0] >= m[0] and o[1] <= m[1] and o != m for o in means):
             v.flags.append("dominated")
-        for i, (mean, std) in enumerate(((v.accuracy_mean, v.accuracy_std),
-                                         (v.seconds_mean, v.seconds_std))):
-            if v.repeats and abs(v.original[i] - mean) > 2 * std:
-                v.flags.append("optimistic")
-                break
+        if v.optimistic():
+            v.flags.append("optimistic")
     return verdicts
 
 
@@ -77,14 +88,17 @@ def companion(study: optuna.Study) -> optuna.Study:
                                load_if_exists=True)
 
 
-def stored_repeats(study: optuna.Study) -> dict[int, list[tuple[float, float]]]:
-    """Repeats stored so far, by original trial number."""
+def stored_repeats(study: optuna.Study, device: str | None = None
+                   ) -> dict[int, list[tuple[float, float]]]:
+    """Repeats stored so far, by original trial number (only those on ``device``, if given)."""
     names = {s.study_name for s in optuna.get_all_study_summaries(study._storage)}
     if study.study_name + SUFFIX not in names:
         return {}
     out: dict[int, list[tuple[float, float]]] = {}
     for t in companion(study).get_trials(deepcopy=False,
                                          states=(optuna.trial.TrialState.COMPLETE,)):
+        if device is not None and t.user_attrs.get("device") != device:
+            continue
         result = t.user_attrs.get("result", {})
         out.setdefault(t.user_attrs["original"], []).append(
             (result.get("accuracy", 0.0), result.get("seconds", 0.0)))
@@ -94,13 +108,18 @@ def stored_repeats(study: optuna.Study) -> dict[int, list[tuple[float, float]]]:
 def verify(study: optuna.Study, *, top: int, repeats: int, device: str = "auto",
            device_key: str | None = None,
            on_run: Callable[[int, int, Any], None] | None = None) -> list[Verdict]:
-    """Re-train the ``top`` front configs (knee outward) ``repeats`` times each."""
+    """Re-train the ``top`` most accurate front configs ``repeats`` times each, on this
+    machine's ``device``, which must be the device the study measured (``device_key``,
+    default: the study's most used one)."""
     from search import frontier
+    from search.choose import device_of
     from search.config import TrainConfig
     from search.data import DataSpec
     from search.data import load as load_data
     from search.engine import train
+    from search.errors import UserError
     from search.models import ModelSpec
+    from search.timing import fingerprint, resolve_device
 
     recipe = study.user_attrs.get("recipe") or {}
     data_section = dict(recipe.get("data") or {"name": "digits"})
@@ -108,11 +127,17 @@ def verify(study: optuna.Study, *, top: int, repeats: int, device: str = "auto",
         data_section["classes"] = tuple(data_section["classes"])
     data = load_data(DataSpec(**data_section))
     model = ModelSpec(**(recipe.get("model") or {"name": "cnn"}))
+    device_key, _ = device_of(study, device_key)
+    here = fingerprint(resolve_device(device))["key"]
+    if here != device_key:
+        raise UserError(f"--device: this machine measures as {here!r} but the front was "
+                        f"measured on {device_key!r}; re-runs must use the same device "
+                        f"(and thread count)")
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     front = frontier.pareto_front(frontier.points(trials.values(), device=device_key))
     chosen = sorted(front, key=lambda p: -p.accuracy)[:top]
     store = companion(study)
-    done = stored_repeats(study)
+    done = stored_repeats(study, device_key)
     verdicts = []
     for point in chosen:
         original = trials[point.number]

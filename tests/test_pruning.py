@@ -11,11 +11,11 @@ from optuna.trial import TrialState, create_trial
 from search.pruning import (
     ParetoSuccessiveHalving,
     hypervolume_contributions,
-    reference_point,
     keeps,
     nondominated_ranks,
     order,
     point_at,
+    reference_point,
     rungs,
 )
 

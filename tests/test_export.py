@@ -1,0 +1,207 @@
+"""`search export` and `search.load_config`: the self-describing YAML file, its round trip
+back to an equal TrainConfig, plain mapping files, foreign files, and re-training an
+exported config with `search train RECIPE --config FILE`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+from optuna.distributions import FloatDistribution
+from optuna.trial import create_trial
+
+import search
+from search import export as exporter
+from search.cli import cli
+from search.config import TrainConfig
+from search.errors import UserError
+from tests.test_choose import CPU, HAND, RECIPE, completed, config_of, make_study, pruned
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# Every field away from its default, floats that need all their digits to survive YAML.
+EVERY_FIELD = TrainConfig(
+    optimizer="adamw", lr=1 / 3, weight_decay=3.2e-06, betas=(0.85, 0.995),
+    lr_schedule="onecycle", warmup=0.15, lr_scaling="linear", batch_size=128, epochs=7,
+    patience=2, frozen_layers=1, mixup_alpha=0.3, cutmix_alpha=0.4, label_smoothing=0.05,
+    precision="bf16", channels_last=True, compile=True, dropout=0.1, seed=3)
+
+TINY_RECIPE = """\
+name: tiny
+data: {name: digits, classes: [5, 6, 7, 8, 9]}
+model: {name: cnn, weights: pretrained:digits-0-4}
+epochs: 3
+baseline: {optimizer: sgd, lr: 0.5, batch_size: 32}
+"""
+
+
+def _one_thread() -> None:
+    # Shared 2 cores: oversubscribed OpenMP threads make a tiny epoch much slower.
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread(_torch_threads: None) -> None:
+    _one_thread()
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    db = tmp_path_factory.mktemp("export") / "hand.db"
+    storage = f"sqlite:///{db}"
+    trials = [completed(i, a, s) for i, (a, s) in enumerate(HAND)]
+    make_study(storage, "hand", [*trials, pruned(5)])
+    return storage
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def one_error_line(result: Result, *parts: str) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for part in parts:
+        assert part in lines[0], (part, lines[0])
+    return lines[0]
+
+
+def exported(url: str, folder: Path, *options: str) -> tuple[Path, dict[str, Any]]:
+    path = folder / "best.yaml"
+    result = invoke("export", "hand", "--storage", url, *options, "-o", str(path))
+    assert result.exit_code == 0, result.output
+    assert str(path) in result.stdout
+    return path, yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+# -- the round trip --------------------------------------------------------------------
+
+
+def test_round_trip_is_equal_field_by_field(tmp_path: Path) -> None:
+    trial = create_trial(
+        params={"lr": EVERY_FIELD.lr}, distributions={"lr": FloatDistribution(0.01, 1.0)},
+        values=[0.9, 1.5],
+        user_attrs={"config": EVERY_FIELD.to_dict(), "outcome": "completed",
+                    "result": {"accuracy": 0.9, "seconds": 1.5, "best_epoch": 5}})
+    path = exporter.write(exporter.export_record("s", trial, RECIPE), tmp_path / "a" / "c.yaml")
+    loaded = search.load_config(path)
+    assert isinstance(loaded, TrainConfig)
+    for name in TrainConfig.fields():
+        assert getattr(loaded, name) == getattr(EVERY_FIELD, name), name
+        assert type(getattr(loaded, name)) is type(getattr(EVERY_FIELD, name)), name
+    assert loaded == EVERY_FIELD
+    assert loaded.to_dict() == EVERY_FIELD.to_dict()
+
+
+def test_exported_file_describes_itself(url: str, tmp_path: Path) -> None:
+    path, record = exported(url, tmp_path, "--min-accuracy", "0.96")
+    assert path.read_text(encoding="utf-8").startswith("#")  # says how to load it
+    assert record["format"] == exporter.FORMAT
+    assert record["params"] == config_of(2)
+    assert record["reproduce"]["epochs"] == 2
+    assert record["reproduce"]["stop_after_epochs"] == 2
+    assert record["measured"]["accuracy"] == pytest.approx(HAND[2][0])
+    assert record["measured"]["seconds"] == pytest.approx(HAND[2][1])
+    assert record["measured"]["outcome"] == "completed"
+    assert record["device"]["key"] == CPU
+    assert record["data"] == RECIPE["data"]
+    assert record["model"] == RECIPE["model"]
+    assert record["study"] == "hand"
+    assert record["trial"] == 2
+    assert record["tool"] == {"name": "search", "version": search.__version__}
+    assert search.load_config(path) == TrainConfig.from_mapping(config_of(2))
+
+
+def test_export_defaults_to_the_knee(url: str, tmp_path: Path) -> None:
+    assert exported(url, tmp_path)[1]["trial"] == 1
+
+
+def test_export_by_trial_number(url: str, tmp_path: Path) -> None:
+    path, record = exported(url, tmp_path, "--trial", "4")  # dominated, but asked for
+    assert record["trial"] == 4
+    assert record["measured"]["accuracy"] == pytest.approx(HAND[4][0])
+    assert search.load_config(path) == TrainConfig.from_mapping(config_of(4))
+
+
+def test_export_of_a_pruned_trial_is_refused_and_writes_nothing(url: str,
+                                                                tmp_path: Path) -> None:
+    out = tmp_path / "x.yaml"
+    one_error_line(invoke("export", "hand", "--storage", url, "--trial", "5", "-o", str(out)),
+                   "--trial", "5")
+    assert not out.exists()
+
+
+# -- load_config on other files ---------------------------------------------------------
+
+
+def test_load_config_on_a_plain_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "plain.yaml"
+    path.write_text("optimizer: nesterov\nlr: 1e-2\nmomentum: 0.8\nbatch_size: 32\n"
+                    "lr_schedule: cosine\n", encoding="utf-8")
+    cfg = search.load_config(path)
+    assert cfg == TrainConfig(optimizer="nesterov", lr=0.01, momentum=0.8, batch_size=32,
+                              lr_schedule="cosine")
+
+
+def test_load_config_refuses_another_format_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "other.yaml"
+    path.write_text("format: other\nparams: {lr: 0.1}\n", encoding="utf-8")
+    with pytest.raises(UserError) as info:
+        search.load_config(path)
+    message = str(info.value)
+    assert str(path) in message and "format" in message and "'other'" in message
+    assert "\n" not in message
+
+
+def test_load_config_names_file_and_key_of_a_bad_param(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"format: {exporter.FORMAT}\nparams: {{lr: 0.1, lrr: 0.2}}\n",
+                    encoding="utf-8")
+    with pytest.raises(UserError, match=r"bad\.yaml.*'lrr'"):
+        search.load_config(path)
+    path.write_text(f"format: {exporter.FORMAT}\nparams: {{lr: -1}}\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"bad\.yaml.*lr.*-1"):
+        search.load_config(path)
+
+
+def test_load_config_of_a_missing_file_names_it(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="nowhere.yaml: file not found"):
+        search.load_config(tmp_path / "nowhere.yaml")
+
+
+# -- re-training an exported config -------------------------------------------------------
+
+
+@pytest.fixture
+def recipe(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_RECIPE, encoding="utf-8")
+    return path
+
+
+def test_train_with_an_exported_config(url: str, tmp_path: Path, recipe: Path) -> None:
+    path, record = exported(url, tmp_path, "--trial", "1")
+    result = invoke("train", str(recipe), "--config", str(path), "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert 0.0 <= summary["accuracy"] <= 1.0
+    assert summary["outcome"] == "completed"
+    # The exported config replaces the recipe's baseline (sgd, epochs 3, batch 32).
+    assert summary["config"] == record["params"]
+    assert summary["epochs"] == record["reproduce"]["epochs"] == 2
+
+
+def test_train_with_a_foreign_config_is_one_line(tmp_path: Path, recipe: Path) -> None:
+    path = tmp_path / "other.yaml"
+    path.write_text("format: other\n", encoding="utf-8")
+    result = invoke("train", str(recipe), "--config", str(path), "--device", "cpu")
+    one_error_line(result, str(path), "format")
