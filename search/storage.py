@@ -8,6 +8,7 @@ worker fails its trial after the grace period and re-queues its params (bounded 
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from pathlib import Path
@@ -36,15 +37,18 @@ def retry_callback() -> optuna.storages.RetryHeartbeatStaleTrialCallback:
     return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
 
 
-def open_storage(url: str, *, must_exist: bool = False, heartbeat: int = HEARTBEAT_SECONDS,
-                 grace: int = GRACE_SECONDS) -> optuna.storages.BaseStorage:
+def open_storage(url: str, *, must_exist: bool = False, heartbeat: int | None = None,
+                 grace: int | None = None) -> optuna.storages.BaseStorage:
     """Open (and create tables in) the storage at ``url``; fails fast with one line.
 
     ``must_exist``: for commands that only read, a missing file is an error rather than
-    a new empty database left behind.
+    a new empty database left behind. ``heartbeat`` and ``grace`` (seconds) default to
+    ``$SEARCH_HEARTBEAT_SECONDS`` / ``$SEARCH_GRACE_SECONDS``, else 10 and 30.
     """
     import sqlalchemy
 
+    heartbeat = heartbeat or int(os.environ.get("SEARCH_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS))
+    grace = grace or int(os.environ.get("SEARCH_GRACE_SECONDS", GRACE_SECONDS))
     if url.startswith("journal://"):
         return _journal(url, must_exist)
     if "://" not in url:
