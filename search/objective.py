@@ -26,6 +26,7 @@ import optuna
 
 from search.config import TrainConfig
 from search.engine import TrainResult, train
+from search.errors import UserError
 from search.pruning import ParetoSuccessiveHalving
 from search.space import Space
 
@@ -55,7 +56,12 @@ class Objective:
 
     def __call__(self, trial: optuna.trial.Trial) -> Any:
         self._check_budget(trial)
-        config = self.space.suggest(trial, self.base)
+        try:
+            config = self.space.suggest(trial, self.base)
+        except UserError as e:  # a sampled combination the config refuses: record, go on
+            trial.set_user_attr("outcome", "invalid")
+            trial.set_user_attr("reason", str(e))
+            raise
         trial.set_user_attr("config", config.to_dict())
         trial.set_user_attr("device", self.device_key)  # the pruner compares within a device
         trial.set_user_attr("worker", self.worker)
@@ -83,7 +89,7 @@ class Objective:
                            callback=callback)
         except KeyboardInterrupt as e:  # SIGINT, or SIGTERM turned into one by the worker
             trial.set_user_attr("outcome", "interrupted")
-            trial.set_user_attr("reason", f"interrupted by {e or 'SIGINT'} after "
+            trial.set_user_attr("reason", f"interrupted by {str(e) or 'SIGINT'} after "
                                           f"{len(curve)} epochs")
             raise
         return self._report(trial, result)

@@ -142,6 +142,7 @@ def load(path: str | Path) -> Recipe:
         if not space_path.is_file():
             kind = "is a directory" if space_path.is_dir() else "file not found"
             raise UserError(f"space: {kind}: {space_path}", source=src)
+        read_mapping(space_path)  # empty, not YAML, not UTF-8, not a mapping: one line
     storage = raw.get("storage") or f"sqlite:///{path.parent / (name + '.db')}"
     if not isinstance(storage, str):
         raise err("storage", "must be a storage URL")

@@ -21,7 +21,9 @@ from search.errors import UserError
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happened
 
-_PASSWORD = re.compile(r"(://[^:/@]+:)([^@]*)(@)")
+# user:password@host (the password may hold '@'; the host never does), and ?password=...
+_PASSWORD = re.compile(r"(://[^:/@\s]*:)(\S*)(@[^@/\s]+)")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&\s]*", re.IGNORECASE)
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 30
 MAX_RETRIES = 2  # a trial whose worker died is re-run at most this many times
@@ -29,7 +31,7 @@ MAX_RETRIES = 2  # a trial whose worker died is re-run at most this many times
 
 def mask_url(url: str) -> str:
     """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    return _PASSWORD.sub(r"\1***\3", url)
+    return _QUERY_PASSWORD.sub(r"\1***", _PASSWORD.sub(r"\1***\3", url))
 
 
 def retry_callback() -> optuna.storages.RetryHeartbeatStaleTrialCallback:
@@ -47,8 +49,8 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat: int | None = 
     """
     import sqlalchemy
 
-    heartbeat = heartbeat or int(os.environ.get("SEARCH_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS))
-    grace = grace or int(os.environ.get("SEARCH_GRACE_SECONDS", GRACE_SECONDS))
+    heartbeat = heartbeat or _seconds("SEARCH_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS)
+    grace = grace or _seconds("SEARCH_GRACE_SECONDS", GRACE_SECONDS)
     if url.startswith("journal://"):
         return _journal(url, must_exist)
     if "://" not in url:
@@ -57,7 +59,8 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat: int | None = 
                         f"got {mask_url(url)!r}")
     try:
         parsed = sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError:
+        parsed.port  # noqa: B018 - a malformed port raises here, not later
+    except (sqlalchemy.exc.ArgumentError, ValueError):
         raise UserError(f"--storage: malformed database URL, got {mask_url(url)!r}") from None
     backend = parsed.get_backend_name()
     engine_kwargs: dict = {}
@@ -76,6 +79,16 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat: int | None = 
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"--storage: cannot open {mask_url(url)}: {mask_url(first)[:200]}"
                         ) from None
+
+
+def _seconds(name: str, default: int) -> int:
+    """A whole number of seconds >= 1 from the environment variable ``name``."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    if not text.strip().isdigit() or int(text) < 1:
+        raise UserError(f"${name}: must be a whole number of seconds >= 1, got {text!r}")
+    return int(text)
 
 
 def _journal(url: str, must_exist: bool) -> optuna.storages.JournalStorage:

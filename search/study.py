@@ -99,14 +99,22 @@ class Plan:
             section["classes"] = tuple(section["classes"])
         data, model = DataSpec(**section), ModelSpec(**content["model"])
         loaded = load_data(data)
+        models.build(model, in_channels=models.input_channels(model, loaded.channels),
+                     num_classes=loaded.num_classes)  # weights exist and fit
         blocks = models.count_blocks(model, in_channels=loaded.channels,
                                      num_classes=loaded.num_classes)
         text = content.get("space")
         raw = load_yaml(text) if text else None
+        if raw is not None and not isinstance(raw, dict):
+            raise UserError(f"space: expected a mapping, got a {type(raw).__name__}",
+                            source=source)
         space = (spaces.parse(raw, source=f"{source}: space", max_blocks=blocks)
                  if raw else spaces.Space(None, ()))
         base = TrainConfig.from_mapping({"epochs": content["epochs"], **content["baseline"]},
                                         source=f"{source}: baseline")
+        if base.batch_size > loaded.train_size:
+            raise UserError(f"baseline.batch_size: larger than the training set "
+                            f"({loaded.train_size}), got {base.batch_size}", source=source)
         make_pruner(content["pruner"])
         return cls(content["name"], content, space, base, data, model)
 
@@ -126,7 +134,10 @@ class Plan:
 def plan_for(recipe: Recipe) -> Plan:
     """Validate everything a recipe names (data, model, space, pruner) before any storage
     is touched, so bad input never leaves a half-written study."""
-    return Plan.from_content(recipe.content(), source=str(recipe.path))
+    try:
+        return Plan.from_content(recipe.content(), source=str(recipe.path))
+    except UserError as e:
+        raise (e if e.source else e.within(str(recipe.path))) from None
 
 
 def open_study(recipe: Recipe, plan: Plan, *, storage: str | None = None,
@@ -216,7 +227,9 @@ def work(study: optuna.Study, plan: Plan, *, trials: int | None = None,
     from search.progress import Progress
     from search.timing import resolve_device
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our bars replace its log lines
+    # Our bars and one-line messages replace Optuna's log lines (and its tracebacks of
+    # trials we fail on purpose: interrupted, surplus).
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     if threads:
         torch.set_num_threads(threads)
     budget = study.user_attrs.get("budget") or {}
@@ -244,10 +257,10 @@ def work(study: optuna.Study, plan: Plan, *, trials: int | None = None,
         gate(study, None)
         if not gate.done:
             study.optimize(objective, timeout=timeout, callbacks=[bar.on_trial, gate],
-                           gc_after_trial=True, catch=(OverBudget,))
+                           gc_after_trial=True, catch=(OverBudget, UserError))
     except KeyboardInterrupt as e:
         _requeue_interrupted(study, objective.worker)
-        raise Interrupted(f"interrupted ({e or 'SIGINT'}): the trial in flight is recorded "
+        raise Interrupted(f"interrupted ({str(e) or 'SIGINT'}): the trial in flight is recorded "
                           f"as failed and re-queued; run again to continue") from None
     finally:
         reaper.stop()
@@ -277,6 +290,9 @@ class BudgetGate:
         if self.trials is None:
             return
         while True:
+            # Fail (and re-queue) dead workers' trials first, so a slot they held counts
+            # as free and its retry as waiting.
+            optuna.storages.fail_stale_trials(study)
             states = [t.state for t in study.get_trials(deepcopy=False)]
             finished = sum(s in FINISHED for s in states)
             running = states.count(TrialState.RUNNING)
@@ -317,7 +333,8 @@ class _Reaper:
 
     def __init__(self, study: optuna.Study) -> None:
         self.study = study
-        self.interval = getattr(study._storage, "heartbeat_interval", None)
+        get = getattr(study._storage, "get_heartbeat_interval", None)
+        self.interval = get() if get else None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="search-reaper")
 
