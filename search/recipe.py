@@ -144,8 +144,9 @@ def load(path: str | Path) -> Recipe:
             raise UserError(f"space: {kind}: {space_path}", source=src)
         read_mapping(space_path)  # empty, not YAML, not UTF-8, not a mapping: one line
     storage = raw.get("storage") or f"sqlite:///{path.parent / (name + '.db')}"
-    if not isinstance(storage, str):
-        raise err("storage", "must be a storage URL")
+    if not isinstance(storage, str) or "://" not in storage:
+        raise err("storage", "must be a storage URL (sqlite:///..., journal:///... or "
+                             "postgresql://...)")
     baseline = raw.get("baseline") or {}
     if not isinstance(baseline, dict):
         raise err("baseline", "must be a mapping of training configuration fields")

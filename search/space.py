@@ -162,7 +162,8 @@ def load(path: str | Path, *, max_blocks: int | None = None) -> Space:
 
 
 def parse(raw: dict[str, Any], *, source: str, path: Path | None = None,
-          max_blocks: int | None = None) -> Space:
+          max_blocks: int | None = None, base: TrainConfig | None = None) -> Space:
+    """Validate a space mapping; ``base`` (the baseline) fills the fields it leaves fixed."""
     fields = TrainConfig.fields()
     dims = []
     seen: list[str] = []
@@ -171,7 +172,28 @@ def parse(raw: dict[str, Any], *, source: str, path: Path | None = None,
             raise UserError(f"{name}: unknown field (valid: {', '.join(fields)})", source=source)
         dims.append(_dimension(name, spec, source, seen, max_blocks))
         seen.append(name)
-    return Space(path=path, dimensions=tuple(dims))
+    space = Space(path=path, dimensions=tuple(dims))
+    _check_optimizer_options(space, base or TrainConfig(), source)
+    return space
+
+
+def _check_optimizer_options(space: Space, base: TrainConfig, source: str) -> None:
+    """``momentum`` / ``betas`` may only be searched where every optimizer that can be
+    chosen takes them (a ``when: {optimizer: [...]}`` condition makes that so)."""
+    by_name = {d.name: d for d in space.dimensions}
+    optimizer = by_name.get("optimizer")
+    possible = set(optimizer.choices or [optimizer.value]) if optimizer else {base.optimizer}
+    for name, takes in (("momentum", "takes_momentum"), ("betas", "takes_betas")):
+        dim = by_name.get(name)
+        if dim is None or dim.kind == "fixed" and dim.value is None:
+            continue
+        allowed = dict(dim.when).get("optimizer", tuple(possible))
+        refusing = sorted(o for o in possible & set(allowed)
+                          if not getattr(optimizers.spec(o), takes))
+        if refusing:
+            raise UserError(f"{name}: optimizer {', '.join(refusing)} takes no {name}; add "
+                            f"when: {{optimizer: [...]}} naming those that do, got {name} for "
+                            f"{', '.join(sorted(possible & set(allowed)))}", source=source)
 
 
 def _dimension(name: str, spec: Any, source: str, seen: list[str],

@@ -22,7 +22,7 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happened
 
 # user:password@host (the password may hold '@'; the host never does), and ?password=...
-_PASSWORD = re.compile(r"(://[^:/@\s]*:)(.*)(@[^@/\s]+)")
+_PASSWORD = re.compile(r"(://[^:/@\s]*:)(.*?)(@[^@/\s?]+)(?=[/?\s,;]|$)")
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&\s]*", re.IGNORECASE)
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 30

@@ -108,10 +108,10 @@ class Plan:
         if raw is not None and not isinstance(raw, dict):
             raise UserError(f"space: expected a mapping, got a {type(raw).__name__}",
                             source=source)
-        space = (spaces.parse(raw, source=f"{source}: space", max_blocks=blocks)
-                 if raw else spaces.Space(None, ()))
         base = TrainConfig.from_mapping({"epochs": content["epochs"], **content["baseline"]},
                                         source=f"{source}: baseline")
+        space = (spaces.parse(raw, source=f"{source}: space", max_blocks=blocks, base=base)
+                 if raw else spaces.Space(None, ()))
         if base.batch_size > loaded.train_size:
             raise UserError(f"baseline.batch_size: larger than the training set "
                             f"({loaded.train_size}), got {base.batch_size}", source=source)
@@ -256,7 +256,8 @@ def work(study: optuna.Study, plan: Plan, *, trials: int | None = None,
         gate = BudgetGate(trials)
         gate(study, None)
         if not gate.done:
-            study.optimize(objective, timeout=timeout, callbacks=[bar.on_trial, gate],
+            study.optimize(objective, timeout=timeout,
+                           callbacks=[bar.on_trial, FailureGuard(), gate],
                            gc_after_trial=True, catch=(OverBudget, UserError))
     except KeyboardInterrupt as e:
         _requeue_interrupted(study, objective.worker)
@@ -304,6 +305,25 @@ class BudgetGate:
             if finished + running < self.trials or TrialState.WAITING in states:
                 return
             time.sleep(self.poll)
+
+
+class FailureGuard:
+    """Stops a worker whose trials keep failing (an invalid sampled config, a broken
+    model): failed trials do not count towards the budget, so it would loop forever."""
+
+    def __init__(self, limit: int = 5) -> None:
+        self.limit = limit
+        self.streak = 0
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        outcome = trial.user_attrs.get("outcome")
+        if trial.state != TrialState.FAIL or outcome in ("surplus", "interrupted"):
+            self.streak = 0
+            return
+        self.streak += 1
+        if self.streak >= self.limit:
+            reason = trial.user_attrs.get("reason") or "see the study's failed trials"
+            raise UserError(f"{self.limit} trials in a row failed; the last: {reason}")
 
 
 class OverBudget(Exception):

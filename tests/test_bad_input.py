@@ -80,6 +80,12 @@ def run_case(path: Path, names: list[str], *extra: str) -> tuple[list[str], list
     return ["run", str(path), "--quiet", *extra], names if extra else [str(path), *names]
 
 
+def space_case(tmp: Path, text: bytes | str, names: list[str]) -> tuple[list[str], list[str]]:
+    """``search run RECIPE`` whose space file holds ``text``: the line names that file."""
+    path, space = with_space(tmp, text)
+    return ["run", str(path), "--quiet"], [str(space), *names]
+
+
 CASES = [
     # --- the recipe file itself
     Case("empty recipe", lambda t: run_case(raw_recipe(t, ""), ["empty"])),
@@ -122,9 +128,7 @@ CASES = [
     Case("val_fraction above 1", lambda t: run_case(
         recipe(t, data={"name": "digits", "classes": [5, 6], "val_fraction": 1.5}),
         ["val_fraction", "1.5"])),
-    # BUG (search/study.py, Plan.from_content): a baseline batch larger than the training
-    # set is only found inside trial 0 (engine.train), after the study was created: Optuna
-    # logs the failed trial with a traceback, and the line names no file.
+    # A baseline batch larger than the training set is refused before the study exists.
     Case("baseline batch larger than the data", lambda t: run_case(
         recipe(t, baseline={"optimizer": "adam", "batch_size": 100000}),
         ["batch_size", "100000"])),
@@ -141,21 +145,14 @@ CASES = [
         recipe(t, "lr: {low: a, high: 1}\n"), ["space", "lr", "'a'"])),
     Case("space unknown optimizer", lambda t: run_case(
         recipe(t, "optimizer: {choices: [adam, adamx]}\n"), ["space", "optimizer", "adamx"])),
-    # BUG (search/study.py, Plan.from_content: `load_yaml(text)` then spaces.parse): the
-    # space text is parsed without search.files.read_mapping, so a list at its top level
-    # is an AttributeError traceback ...
-    Case("space is a list", lambda t: run_case(with_space(t, "- lr\n")[0], ["space", "list"])),
-    # ... and a YAML syntax error in it is a yaml.MarkedYAMLError traceback.
-    Case("space yaml syntax error", lambda t: run_case(
-        with_space(t, "lr: {low: 0.1\n")[0], ["space", "YAML"])),
-    # BUG (search/recipe.py, Recipe.content: `self.space.read_text(encoding="utf-8")`): a
-    # space file that is not UTF-8 is a UnicodeDecodeError traceback.
-    Case("space not utf-8", lambda t: run_case(
-        with_space(t, b"lr: {low: 0.001, high: 0.1}\n# \xff\n")[0], ["space", "UTF-8"])),
-    # BUG (search/study.py, Plan.from_content): a momentum range with an adam baseline and
-    # no `when: {optimizer: [...]}` passes validation; trial 0 then fails inside Optuna
-    # ("momentum: optimizer 'adam' takes no momentum", logged with a traceback), after
-    # the study was created. Check each dimension against the baseline's optimizer.
+    # A broken space file is named itself (not only the recipe that points to it): a list
+    # at its top level, a YAML syntax error, bytes that are not UTF-8.
+    Case("space is a list", lambda t: space_case(t, "- lr\n", ["list"])),
+    Case("space yaml syntax error", lambda t: space_case(t, "lr: {low: 0.1\n", ["YAML"])),
+    Case("space not utf-8", lambda t: space_case(
+        t, b"lr: {low: 0.001, high: 0.1}\n# \xff\n", ["UTF-8"])),
+    # A momentum range with an adam baseline and no `when: {optimizer: [...]}`: refused
+    # before the study exists (every trial would fail).
     Case("space dimension the baseline optimizer lacks", lambda t: run_case(
         recipe(t, "momentum: {low: 0.8, high: 0.9}\n"), ["momentum"])),
     Case("space file missing", lambda t: run_case(_missing_space(t), ["space", "not found"])),
@@ -170,10 +167,7 @@ CASES = [
     Case("unknown pruner", lambda t: run_case(recipe(t, pruner="asha"), ["pruner", "asha"])),
     Case("bad pruner option", lambda t: run_case(
         recipe(t, pruner={"name": "pareto-sha", "eta": 1}), ["pruner", "eta"])),
-    # BUG (search/study.py, plan_for): UserErrors raised while loading the data and the
-    # model (search/data.py, search/models.py) carry no source, and plan_for does not add
-    # the recipe's path (`except UserError as e: raise e.within(str(recipe.path))` when
-    # e.source is None), so these lines name no file.
+    # Errors found while loading the data and the model name the recipe file.
     Case("unknown model", lambda t: run_case(recipe(t, model={"name": "nosuchnet"}),
                                              ["model.name", "nosuchnet"])),
     Case("unknown model module", lambda t: run_case(
@@ -185,9 +179,7 @@ CASES = [
         ["data_dir", "/nonexistent"])),
     Case("classes not in the data", lambda t: run_case(
         recipe(t, data={"name": "digits", "classes": [42]}), ["classes", "42"])),
-    # BUG (search/study.py, Plan.from_content): model.weights is only resolved when trial 0
-    # builds the model, after the study was created; Optuna logs the failed trial with a
-    # traceback, and the line names no file.
+    # model.weights is resolved (the model built once) before the study exists.
     Case("unknown pretraining source", lambda t: run_case(
         recipe(t, model={"name": "cnn", "weights": "pretrained:imagenet"}),
         ["weights", "pretrained:imagenet"])),
@@ -199,8 +191,7 @@ CASES = [
                                                       "--storage", "x.db")),
     Case("storage flag unknown dialect", lambda t: run_case(
         recipe(t), ["--storage", "nosuchdb"], "--storage", f"nosuchdb://u:{SECRET}@h/db")),
-    # BUG (search/storage.py, open_storage): make_url's ValueError for a non-numeric port
-    # is not caught (only ArgumentError is): a traceback.
+    # A non-numeric port is a malformed URL, not a traceback.
     Case("storage flag bad port", lambda t: run_case(
         recipe(t), ["--storage", "postgresql://u:***@"], "--storage",
         f"postgresql://u:{SECRET}@localhost:abc/db")),
@@ -212,8 +203,7 @@ CASES = [
         f"sqlite:///{t / 'no' / 'dir' / 'x.db'}")),
     Case("storage flag is a directory", lambda t: run_case(
         recipe(t), ["--storage", "directory"], "--storage", f"sqlite:///{t}")),
-    # BUG (search/cli.py run / search/study.py open_study): a bad `storage:` in the recipe
-    # is reported as "--storage: ..." (a flag the user did not give) without the file.
+    # A bad `storage:` in the recipe names the recipe file and its key.
     Case("recipe storage not a url", lambda t: run_case(recipe(t, storage="x.db"),
                                                         ["storage", "x.db"])),
     Case("workers with sqlite", lambda t: run_case(recipe(t), ["--workers"], "--workers", "2")),
