@@ -168,7 +168,7 @@ def test_resume_adds_exactly_the_missing_trials_and_prints_json(
 
 def test_run_with_the_budget_already_met_runs_nothing(first_run: tuple[Path, Path, Result],
                                                       tmp_path: Path) -> None:
-    # Regression test, a fixed bug (search/study.py, work): BudgetGate is called once before study.optimize, and on a
+    # Fixed bug (search/study.py, work): BudgetGate is called once before study.optimize, and on a
     # study that already holds its budget it calls study.stop() outside optimize, which
     # raises RuntimeError ("`Study.stop` is supposed to be invoked inside an objective
     # function or a callback"): re-running a finished study crashes instead of running 0.

@@ -116,7 +116,7 @@ def test_a_waiting_worker_takes_over_the_trial_of_a_worker_killed_mid_trial(
     # gate (the only slot is taken). Killing the first must not leave the second waiting
     # forever: within the grace period it fails the dead trial and runs its retry.
     # (PostgreSQL: two workers at once on SQLite may both pop the same queued trial.)
-    # Regression test, a fixed bug (search/study.py, _Reaper.__init__): `getattr(study._storage,
+    # Fixed bug (search/study.py, _Reaper.__init__): `getattr(study._storage,
     # "heartbeat_interval", None)` is always None: study._storage is Optuna's
     # _CachedStorage around the RDBStorage, which has no such attribute. So the reaper
     # thread never starts, and a worker blocked in BudgetGate never fails the dead
@@ -204,12 +204,12 @@ def test_an_interrupted_worker_records_its_trial_and_a_new_run_continues(
     assert rerun.params == victim.params
 
     # What the user reads: the reason names the signal, and the worker said one line.
-    # Regression test, a fixed bug (search/study.py, work, and search/objective.py, __call__): `{e or 'SIGINT'}`
+    # Fixed bug (search/study.py, work, and search/objective.py, __call__): `{e or 'SIGINT'}`
     # formats the exception object, which is truthy even when empty, so SIGINT gives
     # "interrupted ()" and the reason "interrupted by  after 1 epochs"; use
     # `str(e) or 'SIGINT'`.
     assert sig.name in stopped.user_attrs["reason"], stopped.user_attrs["reason"]
-    # Regression test, a fixed bug (search/study.py, work): Optuna logs every failed trial at WARNING level with its
+    # Fixed bug (search/study.py, work): Optuna logs every failed trial at WARNING level with its
     # traceback ("Trial 0 failed with parameters ... KeyboardInterrupt", then "Trial 0
     # failed with value None"), so one line becomes many. Lower Optuna's verbosity to ERROR
     # in work(), or filter those records, while our own line says what happened.

@@ -217,7 +217,7 @@ def test_params_of_a_conditional_range_whose_baseline_is_the_default(tmp_path: P
 
 
 def test_switching_optimizer_drops_the_baselines_momentum() -> None:
-    # Regression test, a fixed bug (search/space.py, Space.suggest): a baseline with momentum set and a space that
+    # Fixed bug (search/space.py, Space.suggest): a baseline with momentum set and a space that
     # samples an optimizer without momentum (adam) builds TrainConfig(optimizer=adam,
     # momentum=0.9), which raises UserError inside the trial and stops the study.
     space = spaces.load(ROOT / "spaces" / "default.yaml", max_blocks=CNN_BLOCKS)
@@ -262,7 +262,7 @@ def test_grid_refuses_conditional_and_unstepped_float_dimensions(
     {"batch_size": {"low": 32, "high": 90, "step": 32}},
 ])
 def test_grid_stays_within_low_and_high(spec: dict[str, Any]) -> None:
-    # Regression test, a fixed bug (search/space.py, Space.grid): the number of steps is round((high - low) / step),
+    # Fixed bug (search/space.py, Space.grid): the number of steps is round((high - low) / step),
     # so a range whose length is not a multiple of the step gets a point past `high`
     # (warmup 1.2, an invalid config; batch_size 96 > 90). Optuna's own stepped
     # distributions stop at the last multiple at or below high: use math.floor.
@@ -345,7 +345,7 @@ def test_high_max_is_only_for_frozen_layers(tmp_path: Path) -> None:
 ])
 def test_frozen_layers_choices_and_values_above_the_models_blocks_are_refused(
         tmp_path: Path, spec: dict[str, Any]) -> None:
-    # Regression test, a fixed bug (search/space.py, _dimension): only a range's `high` is checked against the
+    # Fixed bug (search/space.py, _dimension): only a range's `high` is checked against the
     # model's blocks; choices and fixed values pass and the study stops at training time.
     path = write_space(tmp_path, spec)
     with pytest.raises(UserError, match=re.escape(f"{path}: frozen_layers")):
@@ -353,7 +353,7 @@ def test_frozen_layers_choices_and_values_above_the_models_blocks_are_refused(
 
 
 def test_an_integer_field_refuses_a_fractional_step(tmp_path: Path) -> None:
-    # Regression test, a fixed bug (search/space.py, _dimension): batch_size step 0.5 is accepted; _suggest passes
+    # Fixed bug (search/space.py, _dimension): batch_size step 0.5 is accepted; _suggest passes
     # int(0.5) == 0 to suggest_int, whose ValueError stops the study.
     path = write_space(tmp_path, {"batch_size": {"low": 32, "high": 128, "step": 0.5}})
     with pytest.raises(UserError, match=re.escape(f"{path}: batch_size.step: ")):

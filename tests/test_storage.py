@@ -62,13 +62,13 @@ def test_mask_url_hides_every_url_in_a_message() -> None:
 
 
 @pytest.mark.parametrize("url", [
-    # Regression test, a fixed bug (search/storage.py, _PASSWORD): the username part must be non-empty, so a URL
+    # Fixed bug (search/storage.py, _PASSWORD): the username part must be non-empty, so a URL
     # with a password and no user name is returned unmasked.
     "postgresql://:hunter2@host/db",
-    # Regression test, a fixed bug (search/storage.py, _PASSWORD): `[^@]*` stops at the first "@", so a raw "@" in
+    # Fixed bug (search/storage.py, _PASSWORD): `[^@]*` stops at the first "@", so a raw "@" in
     # the password leaves its tail ("ter2@host") in the clear.
     "postgresql://user:hun@ter2@host/db",
-    # Regression test, a fixed bug (search/storage.py, mask_url): libpq and psycopg take the password as a query
+    # Fixed bug (search/storage.py, mask_url): libpq and psycopg take the password as a query
     # parameter too; it is not masked.
     "postgresql://user@host/db?password=hunter2",
 ])
@@ -99,7 +99,7 @@ def test_open_storage_refuses_a_malformed_url_in_one_line(url: str, says: str) -
 
 
 @pytest.mark.parametrize("url", [
-    # Regression test, a fixed bug (search/storage.py, open_storage): sqlalchemy's make_url raises ValueError for a
+    # Fixed bug (search/storage.py, open_storage): sqlalchemy's make_url raises ValueError for a
     # port that is not a number; only ArgumentError is caught, so the CLI shows a traceback.
     "postgresql://user:hunter2@host:abc/db",
     "postgresql://user:hunter2@[::1/db",
@@ -230,7 +230,7 @@ def test_the_environment_sets_heartbeat_and_grace(tmp_path: Path,
                                              ("SEARCH_GRACE_SECONDS", "-3")])
 def test_a_bad_heartbeat_setting_in_the_environment_is_one_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
-    # Regression test, a fixed bug (search/storage.py, open_storage): `int(os.environ.get(...))` raises ValueError
+    # Fixed bug (search/storage.py, open_storage): `int(os.environ.get(...))` raises ValueError
     # for "ten" or "1.5" (a traceback from every command that opens a storage), and a
     # negative grace is passed on to Optuna. Parse the variable and raise a UserError
     # naming it and its value.

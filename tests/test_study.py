@@ -306,7 +306,7 @@ def test_bad_pruner_options_leave_no_study_behind(tmp_path: Path) -> None:
 
 
 def test_bad_pruner_options_name_the_recipe_file(tmp_path: Path) -> None:
-    # Regression test, a fixed bug (search/study.py, make_pruner, reached from plan_for): the error is
+    # Fixed bug (search/study.py, make_pruner, reached from plan_for): the error is
     # "pruner: eta must be an integer >= 2, got 1, got {'name': 'pareto-sha', ...}": no
     # file, and two "got"s. Check the options in recipe.load (source=the recipe path).
     path = write_recipe(tmp_path, PRUNE_SPACE,
