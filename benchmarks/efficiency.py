@@ -94,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     p = common.parser("efficiency", __doc__.splitlines()[0])
     p.add_argument("--seeds", type=common.positive_int, default=3)
     p.add_argument("--budget", type=float, default=None,
-                   help="training seconds per search (default 8 with --quick, else 60)")
+                   help="training seconds per search (default 12 with --quick, else 60)")
     args = p.parse_args(argv)
-    budget = args.budget or (8.0 if args.quick else 60.0)
+    budget = args.budget or (12.0 if args.quick else 60.0)
     common.apply_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dev = args.device
