@@ -111,8 +111,10 @@ def bookkeeping(plan: Plan, url: str, trials: int) -> tuple[float, float]:
         tool = optuna.create_study(storage=url, study_name="tool",
                                    directions=["maximize", "minimize"],
                                    sampler=optuna.samplers.RandomSampler(seed=0))
+        import torch
+
         obj = objective_module.Objective(space=plan.space, base=plan.base, data=None,
-                                         model=plan.model, device="cpu",
+                                         model=plan.model, device=torch.device("cpu"),
                                          pruner=make_pruner(plan.content["pruner"]))
         start = time.perf_counter()
         tool.optimize(obj, n_trials=trials)
