@@ -65,12 +65,6 @@ class Data:
     def val_size(self) -> int:
         return len(self.folder[1]) if self.folder else len(self.val_y)
 
-    def identity(self) -> dict[str, object]:
-        """What names this task in an exported config."""
-        return {"name": self.spec.name, "classes": list(self.spec.classes or []) or None,
-                "train_size": self.train_size, "val_size": self.val_size,
-                "num_classes": self.num_classes, "split_seed": self.spec.split_seed}
-
     def to(self, device: torch.device, channels: int) -> Data:
         """The same task on ``device``, with images repeated to ``channels`` if needed."""
         if self.folder:

@@ -99,10 +99,9 @@ class Plan:
             section["classes"] = tuple(section["classes"])
         data, model = DataSpec(**section), ModelSpec(**content["model"])
         loaded = load_data(data)
-        models.build(model, in_channels=models.input_channels(model, loaded.channels),
-                     num_classes=loaded.num_classes)  # weights exist and fit
-        blocks = models.count_blocks(model, in_channels=loaded.channels,
-                                     num_classes=loaded.num_classes)
+        built = models.build(model, in_channels=models.input_channels(model, loaded.channels),
+                             num_classes=loaded.num_classes)  # weights exist and fit
+        blocks = len(models.blocks_of(built))
         text = content.get("space")
         raw = load_yaml(text) if text else None
         if raw is not None and not isinstance(raw, dict):
