@@ -2,29 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from search import frontier
 from search.errors import UserError
 
 
-def load_study(name: str, storage: str) -> optuna.Study:
-    """An existing study; a name that is not there is a UserError listing those that are."""
+def _existing(name: str, storage: str) -> optuna.storages.BaseStorage:
+    """The storage holding study ``name``; a name that is not there is a UserError listing
+    those that are."""
     from search.storage import mask_url, open_storage
 
     store = open_storage(storage, must_exist=True)
-    names = [s.study_name for s in optuna.get_all_study_summaries(store)]
+    names = optuna.get_all_study_names(store)
     if name not in names:
         raise UserError(f"no study named {name!r} in {mask_url(storage)} "
                         f"(studies: {', '.join(names) or 'none'})")
-    return optuna.load_study(study_name=name, storage=store)
+    return store
 
 
-def device_of(study: optuna.Study, device: str | None) -> tuple[str | None, str]:
+def load_study(name: str, storage: str) -> optuna.Study:
+    """An existing study."""
+    return optuna.load_study(study_name=name, storage=_existing(name, storage))
+
+
+def load_complete(name: str, storage: str) -> tuple[optuna.Study, list[FrozenTrial]]:
+    """An existing study and its COMPLETE trials, read from storage without the others.
+
+    ``study.get_trials(states=...)`` reads every trial and filters after; a large study is
+    mostly pruned trials, and reading only the complete ones is several times faster.
+    """
+    store = _existing(name, storage)
+    trials = store.get_all_trials(store.get_study_id_from_name(name), deepcopy=False,
+                                  states=(TrialState.COMPLETE,))
+    return optuna.load_study(study_name=name, storage=store), trials
+
+
+def device_of(trials: Sequence[FrozenTrial], device: str | None) -> tuple[str | None, str]:
     """The device key to look at (default: the one with most feasible trials) and a note
-    when the study holds trials from several devices: fronts never mix hardware."""
-    trials = study.get_trials(deepcopy=False)
+    when the trials come from several devices: fronts never mix hardware."""
     keys = frontier.devices([t for t in trials if frontier.feasible(t)])
     if device is not None and device not in keys:
         raise UserError(f"--device-key: no completed trials on {device!r} "
@@ -38,21 +57,20 @@ def device_of(study: optuna.Study, device: str | None) -> tuple[str | None, str]
     return chosen, note
 
 
-def choose(study: optuna.Study, *, min_accuracy: float | None = None,
+def choose(trials: Sequence[FrozenTrial], name: str, *, min_accuracy: float | None = None,
            max_seconds: float | None = None, trial: int | None = None,
            device: str | None = None) -> FrozenTrial:
     """The fastest trial reaching ``min_accuracy``, the most accurate within
-    ``max_seconds``, trial number ``trial``, or else the knee of the front."""
-    trials = study.get_trials(deepcopy=False)
+    ``max_seconds``, trial number ``trial``, or else the knee of the front, among the
+    ``trials`` of study ``name``."""
     by_number = {t.number: t for t in trials}
     if trial is not None:
         if trial not in by_number or not frontier.feasible(by_number[trial]):
-            raise UserError(f"--trial: no completed trial {trial} in study "
-                            f"{study.study_name!r}")
+            raise UserError(f"--trial: no completed trial {trial} in study {name!r}")
         return by_number[trial]
     pts = frontier.points(trials, device=device)
     if not pts:
-        raise UserError(f"study {study.study_name!r} has no completed trials yet")
+        raise UserError(f"study {name!r} has no completed trials yet")
     if min_accuracy is not None:
         point = frontier.fastest_reaching(pts, min_accuracy)
         if point is None:

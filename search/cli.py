@@ -242,11 +242,11 @@ def _choose(name: str, storage: str | None, device_key: str | None, min_accuracy
                             ("--knee", knee or None), ("--trial", trial)) if v is not None]
     if len(given) > 1:
         raise UserError(f"{' and '.join(given)}: choose one")
-    study = chooser.load_study(name, _storage(name, storage))
-    device, note = chooser.device_of(study, device_key)
+    study, trials = chooser.load_complete(name, _storage(name, storage))
+    device, note = chooser.device_of(trials, device_key)
     if note:
         click.echo(note, err=True)
-    picked = chooser.choose(study, min_accuracy=min_accuracy, max_seconds=max_seconds,
+    picked = chooser.choose(trials, name, min_accuracy=min_accuracy, max_seconds=max_seconds,
                             trial=trial, device=device)
     return study, picked
 
@@ -304,7 +304,7 @@ def pareto(name: str, storage: str | None, device_key: str | None, output: str |
     from search import plots
 
     study = chooser.load_study(name, _storage(name, storage))
-    device, note = chooser.device_of(study, device_key)
+    device, note = chooser.device_of(study.get_trials(deepcopy=False), device_key)
     if note:
         click.echo(note, err=True)
     data = plots.pareto_data(study.get_trials(deepcopy=False), device=device,
@@ -344,7 +344,7 @@ def report(name: str, storage: str | None, device_key: str | None, output: str |
     from search import report_html
 
     study = chooser.load_study(name, _storage(name, storage))
-    device, note = chooser.device_of(study, device_key)
+    device, note = chooser.device_of(study.get_trials(deepcopy=False), device_key)
     if note:
         click.echo(note, err=True)
     verdicts = _verdicts(study, device)
@@ -368,7 +368,7 @@ def verify(name: str, storage: str | None, device_key: str | None, top: int, rep
     from search import verify as verifier
 
     study = chooser.load_study(name, _storage(name, storage))
-    key, note = chooser.device_of(study, device_key)
+    key, note = chooser.device_of(study.get_trials(deepcopy=False), device_key)
     if note:
         click.echo(note, err=True)
 

@@ -63,7 +63,7 @@ def status(storage: str, name: str | None = None) -> list[dict[str, Any]]:
     from search.storage import open_storage
 
     store = open_storage(storage, must_exist=True)
-    names = [s.study_name for s in optuna.get_all_study_summaries(store)]
+    names = optuna.get_all_study_names(store)
     if name is not None and name not in names:
         raise UserError(f"no study named {name!r} in {mask(storage)} "
                         f"(studies: {', '.join(names) or 'none'})")

@@ -179,7 +179,7 @@ def build(study: optuna.Study, *, device: str | None = None, verdicts: Sequence[
     """
     trials = study.get_trials(deepcopy=False)
     pareto = len(study.directions) == 2
-    chosen, note = device_of(study, device)
+    chosen, note = device_of(trials, device)
     data = plots.pareto_data(trials, device=chosen, color_by=color_by)
     shown = data.device
     by_number = {t.number: t for t in trials}

@@ -151,7 +151,7 @@ def open_study(recipe: Recipe, plan: Plan, *, storage: str | None = None,
     chosen_sampler = plan.sampler(sampler, seed)  # may refuse (grid): before the storage
     pruner = plan.optuna_pruner()
     store = open_storage(url)
-    names = {s.study_name for s in optuna.get_all_study_summaries(store)}
+    names = set(optuna.get_all_study_names(store))
     budget = {"trials": trials if trials is not None else recipe.trials,
               "timeout": timeout if timeout is not None else recipe.timeout}
     if recipe.name in names:
@@ -180,7 +180,7 @@ def open_study(recipe: Recipe, plan: Plan, *, storage: str | None = None,
 def attach(name: str, storage: str, *, sampler: str | None = None) -> tuple[optuna.Study, Plan]:
     """Join an existing study (``search worker``): its plan comes from the storage."""
     store = open_storage(storage, must_exist=True)
-    names = {s.study_name for s in optuna.get_all_study_summaries(store)}
+    names = set(optuna.get_all_study_names(store))
     if name not in names:
         raise UserError(f"no study named {name!r} in {mask_url(storage)} (create it with "
                         f"`search run RECIPE.yaml --storage ...` first)")

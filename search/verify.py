@@ -91,7 +91,7 @@ def companion(study: optuna.Study) -> optuna.Study:
 def stored_repeats(study: optuna.Study, device: str | None = None
                    ) -> dict[int, list[tuple[float, float]]]:
     """Repeats stored so far, by original trial number (only those on ``device``, if given)."""
-    names = {s.study_name for s in optuna.get_all_study_summaries(study._storage)}
+    names = set(optuna.get_all_study_names(study._storage))
     if study.study_name + SUFFIX not in names:
         return {}
     out: dict[int, list[tuple[float, float]]] = {}
@@ -127,7 +127,7 @@ def verify(study: optuna.Study, *, top: int, repeats: int, device: str = "auto",
         data_section["classes"] = tuple(data_section["classes"])
     data = load_data(DataSpec(**data_section))
     model = ModelSpec(**(recipe.get("model") or {"name": "cnn"}))
-    device_key, _ = device_of(study, device_key)
+    device_key, _ = device_of(study.get_trials(deepcopy=False), device_key)
     here = fingerprint(resolve_device(device))["key"]
     if here != device_key:
         raise UserError(f"--device: this machine measures as {here!r} but the front was "

@@ -251,11 +251,11 @@ def test_unknown_device_key_is_one_line(url: str) -> None:
 
 
 def test_device_of_returns_the_most_used_key_and_a_note(url: str) -> None:
-    study = chooser.load_study("mixed", url)
-    assert chooser.device_of(study, None)[0] == CPU
-    key, note = chooser.device_of(study, GPU)
+    trials = chooser.load_study("mixed", url).get_trials()
+    assert chooser.device_of(trials, None)[0] == CPU
+    key, note = chooser.device_of(trials, GPU)
     assert key == GPU and CPU in note
-    assert chooser.device_of(chooser.load_study("hand", url), None) == (CPU, "")
+    assert chooser.device_of(chooser.load_study("hand", url).get_trials(), None) == (CPU, "")
 
 
 # -- unknown studies and storages ---------------------------------------------------------
@@ -290,9 +290,18 @@ def test_load_study_raises_user_error_for_unknown_name(url: str) -> None:
         chooser.load_study("nope", url)
 
 
+def test_load_complete_reads_only_complete_trials(url: str) -> None:
+    study, trials = chooser.load_complete("hand", url)
+    every = study.get_trials()
+    assert any(t.state != TrialState.COMPLETE for t in every)
+    assert [t.number for t in trials] == [
+        t.number for t in every if t.state == TrialState.COMPLETE]
+
+
 def test_choose_by_trial_number_refuses_pruned_and_diverged(url: str) -> None:
-    study = chooser.load_study("hand", url)
-    assert chooser.choose(study, trial=4).number == 4  # dominated, but asked for by number
+    trials = chooser.load_study("hand", url).get_trials()
+    assert chooser.choose(trials, "hand", trial=4).number == 4  # dominated, but asked for
     for number in (5, 6, 99):
-        with pytest.raises(UserError, match=f"--trial: no completed trial {number}"):
-            chooser.choose(study, trial=number)
+        with pytest.raises(UserError, match=f"--trial: no completed trial {number} in study "
+                                            "'hand'"):
+            chooser.choose(trials, "hand", trial=number)
