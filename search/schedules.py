@@ -30,7 +30,22 @@ def build(name: str, optimizer: torch.optim.Optimizer, lr: float, *, total_steps
           warmup: float) -> LRScheduler:
     """The scheduler for ``total_steps`` optimizer steps."""
     if name == "onecycle":
-        return OneCycleLR(optimizer, max_lr=lr, total_steps=max(2, total_steps),
-                          pct_start=warmup or 0.3, cycle_momentum=False)
+        total = max(2, total_steps)
+        return OneCycleLR(optimizer, max_lr=lr, total_steps=total,
+                          pct_start=_one_cycle_start(warmup or 0.3, total),
+                          cycle_momentum=False)
     warmup_steps = round(warmup * total_steps)
     return LambdaLR(optimizer, lambda step: factor(name, step, total_steps, warmup_steps))
+
+
+def _one_cycle_start(fraction: float, total_steps: int) -> float:
+    """OneCycleLR's ``pct_start`` for a warm-up ``fraction`` of ``total_steps``.
+
+    OneCycleLR divides by the rise's length, ``pct_start * total_steps - 1`` steps, so a
+    rise of exactly one step (warm-up 0.25 of 4 steps, 0.1 of 10) raises
+    ZeroDivisionError; such a rise is lengthened to two steps (with 2 steps in all, where
+    two would leave no descent, to torch's default 0.3).
+    """
+    if fraction * total_steps - 1 != 0:  # the very expression OneCycleLR divides by
+        return fraction
+    return 2 / total_steps if total_steps > 2 else 0.3

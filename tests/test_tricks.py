@@ -331,6 +331,22 @@ def test_onecycle_without_warmup_uses_torch_default() -> None:
     assert lrs.index(max(lrs)) == 5
 
 
+@pytest.mark.parametrize("steps", range(1, 25))
+def test_onecycle_runs_for_every_warmup_and_step_count(steps: int) -> None:
+    # OneCycleLR divides by zero when the warm-up is exactly one step (0.25 of 4 steps):
+    # a search draws such configs (found by the efficiency benchmark).
+    for warmup in [i * 0.05 for i in range(20)]:
+        lrs = _lrs(TrainConfig(lr=0.1, epochs=1, lr_schedule="onecycle", warmup=warmup),
+                   steps)
+        assert len(lrs) == steps and all(0 < lr <= 0.1 + 1e-12 for lr in lrs)
+
+
+def test_onecycle_lengthens_a_one_step_warmup_to_two() -> None:
+    lrs = _lrs(TrainConfig(lr=0.1, epochs=1, lr_schedule="onecycle", warmup=0.25), 4)
+    assert lrs[:2] == pytest.approx([0.004, 0.1])  # from lr/25 to the peak, then down
+    assert lrs[3] < lrs[2] < lrs[1]
+
+
 def test_linear_lr_scaling_sets_the_optimizer_lr() -> None:
     cfg = TrainConfig(optimizer="momentum", lr=0.4, batch_size=64, lr_scaling="linear")
     assert cfg.effective_lr == pytest.approx(0.1)
