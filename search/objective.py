@@ -13,11 +13,13 @@ Each epoch the curve is written to the trial (``user_attrs["curve"]``), then the
 decides: our Pareto successive halving for ``pareto``, Optuna's own pruner (through
 ``trial.report`` of the validation error) for ``time-to-accuracy``. Diverged and
 out-of-memory trials complete as infeasible (``trial.set_constraint``) so samplers learn
-to avoid them and the front ignores them.
+to avoid them and the front ignores them. Any other exception from training fails the
+trial with outcome ``error`` and the search goes on.
 """
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +33,12 @@ from search.pruning import ParetoSuccessiveHalving
 from search.space import Space
 
 INFEASIBLE = ("diverged", "oom")
+
+
+class TrialError(Exception):
+    """Training raised: the trial fails with outcome ``error`` (its traceback stored in the
+    ``traceback`` user attribute) and the study goes on; the worker's failure guard stops
+    after several in a row."""
 
 
 @dataclass
@@ -92,6 +100,11 @@ class Objective:
             trial.set_user_attr("reason", f"interrupted by {str(e) or 'SIGINT'} after "
                                           f"{len(curve)} epochs")
             raise
+        except Exception as e:  # a bug in training or in a user's model: record, go on
+            trial.set_user_attr("outcome", "error")
+            trial.set_user_attr("reason", f"{type(e).__name__}: {e}")
+            trial.set_user_attr("traceback", traceback.format_exc())
+            raise TrialError(f"trial {trial.number}: {type(e).__name__}: {e}") from e
         return self._report(trial, result)
 
     def _check_budget(self, trial: optuna.trial.Trial) -> None:

@@ -56,7 +56,8 @@ FRONT_COLOR = "#1f4e9c"
 OTHER_COLOR = "#7f7f7f"
 OUTCOME_COLORS = {"completed": "#2ca02c", "early-stopped": "#98df8a", "pruned": "#7f7f7f",
                   "unreached": "#c7c7c7", "diverged": "#d62728", "oom": "#ff7f0e",
-                  "failed": "#8c564b", "interrupted": "#bcbd22", "running": "#1f77b4"}
+                  "failed": "#8c564b", "error": "#8c564b", "interrupted": "#bcbd22",
+                  "running": "#1f77b4"}
 SECONDS_TITLE = "training seconds (timed region)"
 
 

@@ -222,7 +222,7 @@ def work(study: optuna.Study, plan: Plan, *, trials: int | None = None,
     import torch
 
     from search.data import load as load_data
-    from search.objective import Objective
+    from search.objective import Objective, TrialError
     from search.progress import Progress
     from search.timing import resolve_device
 
@@ -257,7 +257,7 @@ def work(study: optuna.Study, plan: Plan, *, trials: int | None = None,
         if not gate.done:
             study.optimize(objective, timeout=timeout,
                            callbacks=[bar.on_trial, FailureGuard(), gate],
-                           gc_after_trial=True, catch=(OverBudget, UserError))
+                           gc_after_trial=True, catch=(OverBudget, UserError, TrialError))
     except KeyboardInterrupt as e:
         _requeue_interrupted(study, objective.worker)
         raise Interrupted(f"interrupted ({str(e) or 'SIGINT'}): the trial in flight is recorded "

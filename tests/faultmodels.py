@@ -58,6 +58,19 @@ def oom_on_big_batches(*, num_classes: int, in_channels: int, dropout: float) ->
     return BigBatchOOM(in_channels, num_classes, dropout=dropout, training_only=False)
 
 
+class CrashOnBigBatches(SmallCNN):
+    """The built-in CNN with a bug that shows only in training on ``OOM_BATCH`` or more."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] >= OOM_BATCH:
+            raise RuntimeError("boom: a bug in the model")
+        return super().forward(x)
+
+
+def crash_on_big_batches(*, num_classes: int, in_channels: int, dropout: float) -> nn.Module:
+    return CrashOnBigBatches(in_channels, num_classes, dropout=dropout)
+
+
 # -- recipes --------------------------------------------------------------------------------
 
 

@@ -269,6 +269,20 @@ def test_out_of_memory_on_the_first_forward_of_a_big_batch_is_recorded_as_oom(
     _check_infeasible_outcomes(study)
 
 
+def test_an_exception_in_training_fails_that_trial_and_the_search_goes_on(
+        tmp_path: Path) -> None:
+    study = _infeasible_study(tmp_path, "tests.faultmodels:crash_on_big_batches")
+    trials = study.get_trials()
+    assert [t.state for t in trials[:4]] == [TrialState.COMPLETE, TrialState.FAIL,
+                                             TrialState.COMPLETE, TrialState.COMPLETE]
+    # A failed trial does not count towards the budget: the search ran one more.
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 4
+    crashed = trials[1]
+    assert crashed.user_attrs["outcome"] == "error"
+    assert crashed.user_attrs["reason"] == "RuntimeError: boom: a bug in the model"
+    assert "faultmodels.py" in crashed.user_attrs["traceback"]  # where, for the user
+
+
 # --- host memory -----------------------------------------------------------------------------
 
 def _rss_bytes() -> int:
