@@ -10,8 +10,8 @@ accuracy so far and the cumulative seconds at the first curve entry at or past t
 The points are ranked, and the trial continues only if it is among the top
 ``max(1, n // eta)`` of the ``n`` trials at the rung (Optuna's ``SuccessiveHalvingPruner``
 rule). A rung decides once ``min_trials_at_rung`` trials reached it (default 2: the trial
-and one other, usually the baseline; a third start-up trial of 10 s in a 25 s budget is
-what waiting for three cost in the efficiency benchmark).
+and one other, usually the baseline: waiting for three let a slow second trial spend 10 s
+of a 25 s budget unjudged in the efficiency benchmark).
 
 Ranking order (the documented tie-break), best first:
 
