@@ -123,6 +123,46 @@ def environment(dev: torch.device) -> dict[str, Any]:
     }
 
 
+# Dense peak TFLOP/s from NVIDIA's data sheets (without sparsity), by a substring of the
+# device name: fp32 on CUDA cores, tf32 and bf16 (= fp16) on tensor cores. H200 shares
+# H100 SXM's compute; the PCIe H100 is slower.
+PEAK_TFLOPS = {
+    "H100 PCIe": {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0},
+    "H100": {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4},
+    "H200": {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4},
+    "A100": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0},
+    "L4": {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0},
+}
+
+
+def peak_tflops(dev: torch.device, precision: str) -> tuple[float, str] | None:
+    """The GPU's dense peak for a run in ``precision`` (fp32, fp16, bf16) and which peak
+    that is, or None (a CPU, or a GPU not in the table).
+
+    fp32 runs are held against the TF32 tensor-core peak when cuDNN may use TF32 (torch's
+    default for convolutions), else against the CUDA-core fp32 peak.
+    """
+    if dev.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(dev)
+    row = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    if row is None:
+        return None
+    if precision in ("fp16", "bf16"):
+        return row["bf16"], "bf16/fp16 tensor"
+    if torch.backends.cudnn.allow_tf32:
+        return row["tf32"], "tf32 tensor (cuDNN convolutions)"
+    return row["fp32"], "fp32"
+
+
+def tflops_columns(dev: torch.device, precision: str, flops_per_second: float
+                   ) -> tuple[float, float | None]:
+    """Achieved TFLOP/s and its share of the device's peak (None where unknown)."""
+    tflops = flops_per_second / 1e12
+    peak = peak_tflops(dev, precision)
+    return tflops, (tflops / peak[0] if peak else None)
+
+
 def load_average() -> list[float] | None:
     """The 1, 5 and 15 minute load averages (None where the OS has none)."""
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None

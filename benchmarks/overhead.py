@@ -7,6 +7,13 @@ slicing; the last partial batch dropped) and the same number of epochs. They alt
 in one process (engine, hand, engine, hand, ...) after one untimed warm-up of each, so
 slow drift in the machine (clock, other load) hits both alike.
 
+``--task cifar-sized`` (for a GPU) swaps in the CIFAR-sized task the benchmarks make
+(``benchmarks/tasks.py``: 48,000 training images of 3x32x32, 10 classes) and a ResNet-18
+from scratch (``--model`` picks another: ``cnn`` or any torchvision name);
+``cifar-sized-small`` (6,000 images) checks that path on a CPU. Each run's achieved
+TFLOP/s (torch's FLOP count per training example times samples per second) is printed,
+with its share of the GPU's dense peak where ``common.PEAK_TFLOPS`` knows the GPU.
+
 The measure is training throughput, samples per second over the training loop only:
 the engine's own ``samples_per_second`` (its timed region, validation excluded; see
 ``search/timing.py``) and, for the hand loop, ``time.perf_counter`` around its epochs,
@@ -32,13 +39,17 @@ if __package__:  # python -m benchmarks.overhead
 else:  # python benchmarks/overhead.py
     import common  # type: ignore[no-redef]
 
+from search import models
 from search.config import TrainConfig
 from search.data import Data, DataSpec
 from search.data import load as load_data
 from search.engine import train
-from search.models import SmallCNN
+from search.timing import flops_per_sample
 
-DATA = DataSpec("digits", classes=(5, 6, 7, 8, 9))
+# --task: the data and the default model.
+TASKS = {"digits": (DataSpec("digits", classes=(5, 6, 7, 8, 9)), "cnn"),
+         "cifar-sized": (DataSpec("benchmarks.tasks:cifar_sized"), "resnet18"),
+         "cifar-sized-small": (DataSpec("benchmarks.tasks:cifar_sized_small"), "resnet18")}
 LR = 1e-3
 SEED = 0
 
@@ -48,6 +59,7 @@ class Settings:
     rounds: int
     epochs: int
     batch_size: int = 64
+    model: models.ModelSpec = models.ModelSpec("cnn")
 
 
 # Digits 5-9 has 716 training examples: 11 steps of 64 per epoch, about 0.13 s on a
@@ -61,7 +73,7 @@ def run_engine(data: Data, dev: torch.device, s: Settings) -> dict[str, Any]:
     """One engine run; its own timed region gives the throughput."""
     config = TrainConfig(optimizer="adam", lr=LR, batch_size=s.batch_size, epochs=s.epochs,
                          precision="fp32", seed=SEED)
-    r = train(config, data, "cnn", device=dev)
+    r = train(config, data, s.model, device=dev)
     return {"samples_per_second": r.samples_per_second, "train_seconds": r.train_seconds,
             "samples": round(r.samples_per_second * r.train_seconds),
             "outcome": r.outcome, "final_accuracy": r.final_accuracy}
@@ -70,7 +82,8 @@ def run_engine(data: Data, dev: torch.device, s: Settings) -> dict[str, Any]:
 def run_hand(data: Data, dev: torch.device, s: Settings) -> dict[str, Any]:
     """The minimal loop a user would write for the same training."""
     torch.manual_seed(SEED)  # the engine seeds the same way just before building the model
-    net = SmallCNN(data.channels, data.num_classes).to(dev)
+    net = models.build(s.model, in_channels=data.channels,
+                       num_classes=data.num_classes).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=LR)
     generator = torch.Generator().manual_seed(SEED)
     x_all, y_all, n, bs = data.train_x, data.train_y, data.train_size, s.batch_size
@@ -99,6 +112,15 @@ def run_hand(data: Data, dev: torch.device, s: Settings) -> dict[str, Any]:
             "samples": samples, "outcome": "completed", "final_accuracy": acc}
 
 
+def step_flops(data: Data, dev: torch.device, s: Settings) -> float:
+    """FLOPs of one training step per example (forward and backward), counted by torch."""
+    torch.manual_seed(SEED)
+    net = models.build(s.model, in_channels=data.channels,
+                       num_classes=data.num_classes).to(dev)
+    idx = torch.arange(min(s.batch_size, data.train_size), device=dev)
+    return flops_per_sample(net, data.train_x[idx], data.train_y[idx], nn.CrossEntropyLoss())
+
+
 def main(argv: list[str] | None = None) -> int:
     p = common.parser("overhead", __doc__.splitlines()[0])
     p.add_argument("--rounds", type=common.positive_int,
@@ -109,21 +131,26 @@ def main(argv: list[str] | None = None) -> int:
                         f"else {FULL.epochs})")
     p.add_argument("--batch-size", type=common.positive_int, default=64,
                    help="examples per step (default %(default)s)")
+    p.add_argument("--task", choices=sorted(TASKS), default="digits",
+                   help="digits (default), or the CIFAR-sized task for a GPU")
+    p.add_argument("--model", default=None,
+                   help="cnn or a torchvision name (default: cnn for digits, else resnet18)")
     args = p.parse_args(argv)
     base = QUICK if args.quick else FULL
+    spec, default_model = TASKS[args.task]
     s = Settings(rounds=args.rounds or base.rounds, epochs=args.epochs or base.epochs,
-                 batch_size=args.batch_size)
+                 batch_size=args.batch_size, model=models.ModelSpec(args.model or default_model))
     dev: torch.device = args.device
     common.apply_threads(args.threads)
 
-    data = load_data(DATA)
+    data = load_data(spec)
     data = data.to(dev, data.channels)
     if s.batch_size > data.train_size:
         p.error(f"--batch-size: larger than the training set ({data.train_size}), "
                 f"got {s.batch_size}")
     print(f"overhead: engine vs hand-written loop on {dev} "
-          f"(torch threads: {torch.get_num_threads()}); digits 5-9 ({data.train_size} train), "
-          f"SmallCNN, Adam lr {LR:g}, batch {s.batch_size}, fp32, "
+          f"(torch threads: {torch.get_num_threads()}); {args.task} ({data.train_size} train), "
+          f"{s.model.name}, Adam lr {LR:g}, batch {s.batch_size}, fp32, "
           f"{s.epochs} epochs x {s.rounds} rounds", flush=True)
 
     env = common.environment(dev)
@@ -142,10 +169,19 @@ def main(argv: list[str] | None = None) -> int:
     engine_sps = [r["engine"]["samples_per_second"] for r in rounds]
     hand_sps = [r["hand"]["samples_per_second"] for r in rounds]
     ratio = common.median(engine_sps) / common.median(hand_sps)
+    flops = step_flops(data, dev, s)
+
+    def tflops(sps: float) -> list[Any]:
+        achieved, share = common.tflops_columns(dev, "fp32", flops * sps)
+        return [achieved, "-" if share is None else f"{share:.1%}"]
+
     rows: list[list[Any]] = [[r["round"], r["engine"]["samples_per_second"],
-                              r["hand"]["samples_per_second"], r["ratio"]] for r in rounds]
-    rows.append(["median", common.median(engine_sps), common.median(hand_sps), ratio])
-    common.print_table(["round", "engine samples/s", "hand samples/s", "ratio"], rows)
+                              r["hand"]["samples_per_second"], r["ratio"],
+                              *tflops(r["engine"]["samples_per_second"])] for r in rounds]
+    rows.append(["median", common.median(engine_sps), common.median(hand_sps), ratio,
+                 *tflops(common.median(engine_sps))])
+    common.print_table(["round", "engine samples/s", "hand samples/s", "ratio",
+                        "engine TFLOP/s", "of peak"], rows)
     same = all(r["engine"]["final_accuracy"] == r["hand"]["final_accuracy"] for r in rounds)
     print(f"final validation accuracy, engine {rounds[-1]['engine']['final_accuracy']:.4f}, "
           f"hand {rounds[-1]['hand']['final_accuracy']:.4f}"
@@ -153,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = common.write_json(args.out, {
         "benchmark": "overhead",
-        "settings": {"data": "digits", "classes": list(DATA.classes), "model": "SmallCNN",
+        "settings": {"task": args.task, "data": spec.name, "model": s.model.name,
                      "optimizer": "adam", "lr": LR, "precision": "fp32", "seed": SEED,
                      "rounds": s.rounds, "epochs": s.epochs, "batch_size": s.batch_size,
                      "quick": args.quick, "threads": torch.get_num_threads()},
@@ -162,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         "median_engine_samples_per_second": common.median(engine_sps),
         "median_hand_samples_per_second": common.median(hand_sps),
         "same_final_accuracy": same,
+        "flops_per_sample": flops,
+        "engine_tflops": common.tflops_columns(dev, "fp32", flops * common.median(engine_sps)),
         # Paired per round: less sensitive to load that changes between rounds.
         "median_round_ratio": common.median([r["ratio"] for r in rounds]),
         "ratio": ratio,

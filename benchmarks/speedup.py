@@ -10,7 +10,11 @@ whose accuracy is >= the baseline trial's is taken. Then both are re-trained
 Each run's seconds are the training seconds to its best validation accuracy (the
 point a trial reports); the last line is ``speedup: X``, the median baseline seconds
 over the median found seconds. The re-runs' accuracies are printed beside it: a
-speed-up only counts at equal accuracy.
+speed-up only counts at equal accuracy, and so are each config's achieved TFLOP/s and,
+on a GPU that ``common.PEAK_TFLOPS`` knows, its share of the peak for its precision.
+
+``--recipe`` searches another study: ``benchmarks/cifar-sized.yaml`` is the GPU task (a
+ResNet-18 from scratch on the CIFAR-sized images of ``benchmarks/tasks.py``).
 
     .venv/bin/python benchmarks/speedup.py --quick
 """
@@ -31,9 +35,10 @@ from search import recipe as recipes
 from search.config import TrainConfig
 from search.data import load as load_data
 from search.engine import train
-from search.study import Plan, work
+from search.loop import work
+from search.study import Plan
 
-RECIPE = "studies/digits.yaml"
+RECIPE = "studies/digits.yaml"  # the default --recipe
 
 
 def find(plan: Plan, args: Any) -> tuple[optuna.Study, str]:
@@ -53,6 +58,7 @@ def find(plan: Plan, args: Any) -> tuple[optuna.Study, str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = common.parser("speedup", __doc__.splitlines()[0])
+    p.add_argument("--recipe", default=RECIPE, help="the study recipe (default %(default)s)")
     p.add_argument("--study", help="pick from this existing study instead of searching")
     p.add_argument("--storage", default="sqlite:///studies/digits.db")
     p.add_argument("--search-seconds", type=float, default=None,
@@ -66,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats or (3 if args.quick else 7)
     dev = args.device
 
-    rec = recipes.load(RECIPE)
-    plan = Plan.from_content(rec.content(), source=RECIPE)
+    rec = recipes.load(args.recipe)
+    plan = Plan.from_content(rec.content(), source=args.recipe)
     note = common.busy_note()
     if note:
         print(note, flush=True)
@@ -95,18 +101,23 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(repeats):
         for label, config in (("baseline", plan.base), ("found", found)):
             r = train(config, data, plan.model, device=dev)
+            tflops, share = common.tflops_columns(dev, config.precision, r.flops_per_second)
             runs.append({"repeat": i + 1, "config": label, "accuracy": r.accuracy,
                          "seconds": r.seconds, "best_epoch": r.best_epoch,
-                         "train_seconds": r.train_seconds})
+                         "train_seconds": r.train_seconds, "tflops": tflops,
+                         "share_of_peak": share})
     rows = []
     for label in ("baseline", "found"):
         mine = [r for r in runs if r["config"] == label]
+        shares = [r["share_of_peak"] for r in mine if r["share_of_peak"] is not None]
         rows.append([label, common.median([r["accuracy"] for r in mine]),
                      min(r["accuracy"] for r in mine),
                      common.median([r["seconds"] for r in mine]),
-                     min(r["seconds"] for r in mine), max(r["seconds"] for r in mine)])
+                     min(r["seconds"] for r in mine), max(r["seconds"] for r in mine),
+                     common.median([r["tflops"] for r in mine]),
+                     f"{common.median(shares):.1%}" if shares else "-"])
     common.print_table(["config", "median accuracy", "min accuracy", "median seconds",
-                        "min seconds", "max seconds"], rows)
+                        "min seconds", "max seconds", "TFLOP/s", "of peak"], rows)
     speedup = rows[0][3] / rows[1][3]
     out = common.write_json(args.out, {
         "benchmark": "speedup", "source": source, "baseline_accuracy": baseline_acc,

@@ -136,8 +136,8 @@ def run(study: str, trials: int | None, timeout: float | None, storage: str | No
     """Run (or resume) the study of a recipe file and print its Pareto front."""
     import time
 
+    from search import loop, report
     from search import recipe as recipes
-    from search import report
     from search import study as studies
     from search import workers as local
     from search.storage import mask_url as mask
@@ -153,14 +153,14 @@ def run(study: str, trials: int | None, timeout: float | None, storage: str | No
                                 trials=trials, timeout=timeout)
     progress = not (quiet or as_json)
     if len(launch.devices) == 1:
-        summary = studies.work(opened, plan, trials=trials, timeout=timeout,
-                               device=device if launch.devices == ("auto",) else
-                               launch.devices[0], progress=progress)
+        summary = loop.work(opened, plan, trials=trials, timeout=timeout,
+                           device=device if launch.devices == ("auto",) else
+                           launch.devices[0], progress=progress)
     else:
-        start, before = time.perf_counter(), studies.finished_count(opened)
+        start, before = time.perf_counter(), loop.finished_count(opened)
         local.launch(opened, url, launch, trials=trials, timeout=timeout, progress=progress)
-        summary = studies.RunSummary(opened, studies.finished_count(opened) - before,
-                                     time.perf_counter() - start)
+        summary = loop.RunSummary(opened, loop.finished_count(opened) - before,
+                                  time.perf_counter() - start)
     url = mask(url)
     if as_json:
         click.echo(json.dumps({"study": rec.name, "storage": url, "ran": summary.ran,
@@ -181,15 +181,20 @@ def run(study: str, trials: int | None, timeout: float | None, storage: str | No
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads for this worker.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--quiet", is_flag=True, help="No progress bars or notes.")
 def worker(name: str, storage: str, device: str, trials: int | None, timeout: float | None,
            threads: int | None, quiet: bool) -> None:
     """Join study NAME (made by `search run`) and run trials until its budget is met."""
+    from search import loop
     from search import study as studies
+    from search.storage import is_sqlite
 
     opened, plan = studies.attach(name, storage)
-    summary = studies.work(opened, plan, trials=trials, timeout=timeout, device=device,
-                           progress=not quiet, threads=threads)
+    if is_sqlite(storage) and not quiet:
+        click.echo("note: SQLite serves one worker at a time (two can take the same queued "
+                   "trial); for several use journal:///PATH or a postgresql:// URL", err=True)
+    summary = loop.work(opened, plan, trials=trials, timeout=timeout, device=device,
+                        progress=not quiet, threads=threads)
     click.echo(f"worker ran {summary.ran} trials in {summary.seconds:.0f}s", err=True)
 
 

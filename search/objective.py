@@ -114,7 +114,8 @@ class Objective:
         then waits for a free slot or the end)."""
         if self.budget is None:
             return
-        from search.study import FINISHED, OverBudget
+        from search.loop import OverBudget
+        from search.study import FINISHED
 
         states = (*FINISHED, optuna.trial.TrialState.RUNNING)
         ahead = sum(1 for t in trial.study.get_trials(deepcopy=False, states=states)

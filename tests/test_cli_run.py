@@ -10,13 +10,13 @@ from typing import Any
 
 import optuna
 import pytest
-import yaml
 from click.testing import CliRunner, Result
 from optuna.trial import TrialState
 
 from search import space as spaces
 from search.cli import cli
 from search.config import TrainConfig
+from tests import faultmodels as fm
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -41,15 +41,10 @@ def one_thread(_torch_threads: None) -> None:
 
 
 def write_recipe(folder: Path, **fields: Any) -> Path:
-    (folder / "space.yaml").write_text(SPACE, encoding="utf-8")
-    raw = {"name": "tiny", "data": {"name": "digits", "classes": [5, 6, 7, 8, 9]},
-           "model": {"name": "cnn", "weights": "pretrained:digits-0-4"},
-           "space": "space.yaml", "epochs": 2, "trials": 3, "sampler": "random",
-           "pruner": {"name": "pareto-sha", "eta": 3, "min_resource": 1}, "seed": 0,
-           "baseline": BASELINE, **fields}
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    return path
+    """The shared tiny recipe with 3 trials under our pruner."""
+    return fm.write_recipe(folder, SPACE, **{"trials": 3, "baseline": BASELINE,
+                                             "pruner": {"name": "pareto-sha", "eta": 3,
+                                                        "min_resource": 1}, **fields})
 
 
 def invoke(*args: str) -> Result:
@@ -168,7 +163,7 @@ def test_resume_adds_exactly_the_missing_trials_and_prints_json(
 
 def test_run_with_the_budget_already_met_runs_nothing(first_run: tuple[Path, Path, Result],
                                                       tmp_path: Path) -> None:
-    # Fixed bug (search/study.py, work): BudgetGate is called once before study.optimize, and on a
+    # Fixed bug (search/loop.py, work): BudgetGate is called once before study.optimize, and on a
     # study that already holds its budget it calls study.stop() outside optimize, which
     # raises RuntimeError ("`Study.stop` is supposed to be invoked inside an objective
     # function or a callback"): re-running a finished study crashes instead of running 0.

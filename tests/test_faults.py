@@ -18,10 +18,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from search import loop
 from search import recipe as recipes
-from search import study as studies
+from search.loop import work
 from search.storage import open_storage
-from search.study import open_study, plan_for, work
+from search.study import open_study, plan_for
 from tests import faultmodels as fm
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -116,7 +117,7 @@ def test_a_waiting_worker_takes_over_the_trial_of_a_worker_killed_mid_trial(
     # gate (the only slot is taken). Killing the first must not leave the second waiting
     # forever: within the grace period it fails the dead trial and runs its retry.
     # (PostgreSQL: two workers at once on SQLite may both pop the same queued trial.)
-    # Fixed bug (search/study.py, _Reaper.__init__): `getattr(study._storage,
+    # Fixed bug (search/loop.py, _Reaper.__init__): `getattr(study._storage,
     # "heartbeat_interval", None)` is always None: study._storage is Optuna's
     # _CachedStorage around the RDBStorage, which has no such attribute. So the reaper
     # thread never starts, and a worker blocked in BudgetGate never fails the dead
@@ -155,7 +156,7 @@ def test_the_reaper_fails_a_stale_trial_and_queues_its_retry(tmp_path: Path) -> 
     study = optuna.create_study(study_name="x", storage=storage)
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     study._storage.record_heartbeat(trial._trial_id)  # one beat, then its worker "dies"
-    reaper = studies._Reaper(study)
+    reaper = loop._Reaper(study)
     reaper.start()
     try:
         fm.wait_for(lambda: study.trials[0].state == TrialState.FAIL, timeout=10 * GRACE,
@@ -204,12 +205,12 @@ def test_an_interrupted_worker_records_its_trial_and_a_new_run_continues(
     assert rerun.params == victim.params
 
     # What the user reads: the reason names the signal, and the worker said one line.
-    # Fixed bug (search/study.py, work, and search/objective.py, __call__): `{e or 'SIGINT'}`
+    # Fixed bug (search/loop.py, work, and search/objective.py, __call__): `{e or 'SIGINT'}`
     # formats the exception object, which is truthy even when empty, so SIGINT gives
     # "interrupted ()" and the reason "interrupted by  after 1 epochs"; use
     # `str(e) or 'SIGINT'`.
     assert sig.name in stopped.user_attrs["reason"], stopped.user_attrs["reason"]
-    # Fixed bug (search/study.py, work): Optuna logs every failed trial at WARNING level with its
+    # Fixed bug (search/loop.py, work): Optuna logs every failed trial at WARNING level with its
     # traceback ("Trial 0 failed with parameters ... KeyboardInterrupt", then "Trial 0
     # failed with value None"), so one line becomes many. Lower Optuna's verbosity to ERROR
     # in work(), or filter those records, while our own line says what happened.
@@ -295,13 +296,13 @@ def test_host_memory_does_not_grow_without_bound_across_trials(
     # A leak check, not a timing claim: resident memory after trial 15 vs after trial 5.
     rss: list[int] = []
 
-    class Recording(studies.BudgetGate):  # called by study.optimize after every trial
+    class Recording(loop.BudgetGate):  # called by study.optimize after every trial
         def __call__(self, study: optuna.Study, trial: object) -> None:
             if trial is not None:
                 rss.append(_rss_bytes())
             super().__call__(study, trial)
 
-    monkeypatch.setattr(studies, "BudgetGate", Recording)
+    monkeypatch.setattr(loop, "BudgetGate", Recording)
     space = ("lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n"
              "label_smoothing: {low: 0.0, high: 0.1}\n")
     path = fm.write_recipe(tmp_path, space, trials=15,
@@ -309,7 +310,7 @@ def test_host_memory_does_not_grow_without_bound_across_trials(
     recipe = recipes.load(path)
     plan = plan_for(recipe)
     study = work(open_study(recipe, plan), plan, device="cpu", progress=False).study
-    assert studies.finished_count(study) == 15 and len(rss) == 15
+    assert loop.finished_count(study) == 15 and len(rss) == 15
     growth = rss[14] - rss[4]
     assert growth < 150 * 2**20, f"RSS grew {growth / 2**20:.0f} MiB from trial 5 to 15"
 

@@ -22,7 +22,6 @@ from typing import Any
 import optuna
 import pytest
 import torch
-import yaml
 from click.testing import CliRunner
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
@@ -34,6 +33,7 @@ from search.data import DataSpec
 from search.data import load as load_data
 from search.models import ModelSpec
 from search.models import build as build_model
+from tests import faultmodels as fm
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -325,13 +325,7 @@ def run_study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`search run` of a 3-trial, 2-epoch recipe; the study's storage URL."""
     _one_thread()
     folder = tmp_path_factory.mktemp("interop")
-    (folder / "space.yaml").write_text(SPACE, encoding="utf-8")
-    raw = {"name": "tiny", "data": {"name": "digits", "classes": [5, 6, 7, 8, 9]},
-           "model": {"name": "cnn", "weights": "pretrained:digits-0-4"},
-           "space": "space.yaml", "epochs": 2, "trials": 3, "sampler": "random", "seed": 0,
-           "baseline": {"optimizer": "adam", "lr": 0.003, "batch_size": 64}}
-    recipe = folder / "tiny.yaml"
-    recipe.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    recipe = fm.write_recipe(folder, SPACE, trials=3, pruner="pareto-sha")
     url = f"sqlite:///{folder / 'tiny.db'}"
     result = CliRunner().invoke(cli, ["run", str(recipe), "--quiet", "--device", "cpu",
                                       "--storage", url], catch_exceptions=False)

@@ -391,7 +391,7 @@ def test_shipped_gpu_space_parses_for_a_five_block_model() -> None:
     assert set(dims["precision"].choices) == {"fp32", "fp16", "bf16"}
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "tricks.yaml", "gpu.yaml"])
+@pytest.mark.parametrize("name", ["default.yaml", "tricks.yaml", "gpu.yaml", "gpu-scratch.yaml"])
 def test_shipped_spaces_sample_valid_configs(name: str) -> None:
     space = spaces.load(ROOT / "spaces" / name, max_blocks=5)
     for _, config in sample(space, TrainConfig(), 15):

@@ -19,15 +19,9 @@ from search import recipe as recipes
 from search import space as spaces
 from search.config import TrainConfig
 from search.errors import UserError
+from search.loop import finished_count, optimize_recipe
 from search.pruning import ParetoSuccessiveHalving
-from search.study import (
-    finished_count,
-    make_pruner,
-    make_sampler,
-    open_study,
-    optimize_recipe,
-    plan_for,
-)
+from search.study import make_pruner, make_sampler, open_study, plan_for
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
