@@ -10,7 +10,7 @@ slow drift in the machine (clock, other load) hits both alike.
 ``--task cifar-sized`` (for a GPU) swaps in the CIFAR-sized task the benchmarks make
 (``benchmarks/tasks.py``: 48,000 training images of 3x32x32, 10 classes) and a ResNet-18
 from scratch (``--model`` picks another: ``cnn`` or any torchvision name);
-``cifar-sized-small`` (6,000 images) checks that path on a CPU. Each run's achieved
+``cifar-sized-small`` (2,000 images) checks that path on a CPU. Each run's achieved
 TFLOP/s (torch's FLOP count per training example times samples per second) is printed,
 with its share of the GPU's dense peak where ``common.PEAK_TFLOPS`` knows the GPU.
 

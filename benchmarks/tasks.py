@@ -8,7 +8,7 @@ learnable, so "as accurate as the baseline" means something. Use it as a data se
 recipe or of ``search train``: ``data: {name: "benchmarks.tasks:cifar_sized"}`` (run
 from the repository root, so that ``benchmarks`` is importable).
 
-``cifar_sized_small``: the same with 6,000 examples, to check the GPU scripts on a CPU.
+``cifar_sized_small``: the same with 2,000 examples, to check the GPU scripts on a CPU.
 """
 
 from __future__ import annotations
@@ -42,4 +42,4 @@ def cifar_sized() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def cifar_sized_small() -> tuple[torch.Tensor, torch.Tensor]:
-    return make(6_000)
+    return make(2_000)

@@ -11,6 +11,8 @@ for the task's class count.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,8 +111,12 @@ def count_blocks(spec: ModelSpec, *, in_channels: int, num_classes: int) -> int:
 
 
 def load_callable(ref: str, key: str):  # noqa: ANN201 - any user callable
-    """Import ``module:function`` (a user's own model or data set)."""
+    """Import ``module:function`` (a user's own model or data set). The working directory
+    is searched too (last), as ``python -m`` would, since the ``search`` command's own
+    folder is what Python puts first."""
     module_name, _, attr = ref.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:

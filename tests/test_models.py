@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from search.models import (
     build,
     count_blocks,
     input_channels,
+    load_callable,
 )
 from tests.usermodels import PRETRAINED, RecordingCNN
 
@@ -154,3 +156,14 @@ def test_corrupt_checkpoint_is_a_user_error(tmp_path: Path) -> None:
 def test_bad_model_is_a_user_error(spec: ModelSpec, message: str) -> None:
     with pytest.raises(UserError, match=message):
         build(spec, in_channels=3, num_classes=5)
+
+
+def test_user_modules_are_found_in_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The `search` command's own folder is first on sys.path, not the working directory
+    # (unlike `python -m search`): a recipe's `model.name: mymodels:net` must still import.
+    (tmp_path / "cwd_models_for_test.py").write_text("def net(**kw):\n    return 42\n",
+                                                     encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    assert load_callable("cwd_models_for_test:net", "model.name")() == 42
