@@ -44,7 +44,6 @@ from search.config import TrainConfig
 from search.data import Data, DataSpec
 from search.data import load as load_data
 from search.engine import train
-from search.timing import flops_per_sample
 
 # --task: the data and the default model.
 TASKS = {"digits": (DataSpec("digits", classes=(5, 6, 7, 8, 9)), "cnn"),
@@ -76,7 +75,8 @@ def run_engine(data: Data, dev: torch.device, s: Settings) -> dict[str, Any]:
     r = train(config, data, s.model, device=dev)
     return {"samples_per_second": r.samples_per_second, "train_seconds": r.train_seconds,
             "samples": round(r.samples_per_second * r.train_seconds),
-            "outcome": r.outcome, "final_accuracy": r.final_accuracy}
+            "outcome": r.outcome, "final_accuracy": r.final_accuracy,
+            "flops_per_sample": r.flops_per_sample}
 
 
 def run_hand(data: Data, dev: torch.device, s: Settings) -> dict[str, Any]:
@@ -110,15 +110,6 @@ def run_hand(data: Data, dev: torch.device, s: Settings) -> dict[str, Any]:
         acc = (net(data.val_x).argmax(1) == data.val_y).sum().item() / data.val_size
     return {"samples_per_second": samples / seconds, "train_seconds": seconds,
             "samples": samples, "outcome": "completed", "final_accuracy": acc}
-
-
-def step_flops(data: Data, dev: torch.device, s: Settings) -> float:
-    """FLOPs of one training step per example (forward and backward), counted by torch."""
-    torch.manual_seed(SEED)
-    net = models.build(s.model, in_channels=data.channels,
-                       num_classes=data.num_classes).to(dev)
-    idx = torch.arange(min(s.batch_size, data.train_size), device=dev)
-    return flops_per_sample(net, data.train_x[idx], data.train_y[idx], nn.CrossEntropyLoss())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     engine_sps = [r["engine"]["samples_per_second"] for r in rounds]
     hand_sps = [r["hand"]["samples_per_second"] for r in rounds]
     ratio = common.median(engine_sps) / common.median(hand_sps)
-    flops = step_flops(data, dev, s)
+    flops = rounds[0]["engine"]["flops_per_sample"]  # torch's count of one training step
 
     def tflops(sps: float) -> list[Any]:
         achieved, share = common.tflops_columns(dev, "fp32", flops * sps)

@@ -128,7 +128,7 @@ def test_every_trial_records_curve_outcome_config_and_device(
 
 def test_trial_zero_is_the_baseline(first_run: tuple[Path, Path, Result]) -> None:
     recipe, db, _ = first_run
-    space = spaces.load(recipe.parent / "space.yaml", max_blocks=3)
+    space = spaces.load(recipe.parent / "tiny-space.yaml", max_blocks=3)
     baseline = TrainConfig(epochs=2, **BASELINE)
     trial = load(db).trials[0]
     assert trial.params == space.params_of(baseline) == {"lr": 0.003, "batch_size": 64,
