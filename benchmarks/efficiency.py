@@ -101,11 +101,13 @@ def within(history: list[tuple[int, float, float]], budget: float
 
 def main(argv: list[str] | None = None) -> int:
     p = common.parser("efficiency", __doc__.splitlines()[0])
-    p.add_argument("--seeds", type=common.positive_int, default=3)
+    p.add_argument("--seeds", type=common.positive_int, default=None,
+                   help="seeds per strategy (default 1 with --quick, else 3)")
     p.add_argument("--budget", type=float, default=None,
-                   help="training seconds per search (default 12 with --quick, else 60)")
+                   help="training seconds per search (default 15 with --quick, else 60)")
     args = p.parse_args(argv)
-    budget = args.budget or (12.0 if args.quick else 60.0)
+    budget = args.budget or (15.0 if args.quick else 60.0)
+    args.seeds = args.seeds or (1 if args.quick else 3)
     common.apply_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dev = args.device
