@@ -12,7 +12,6 @@ from typing import Any
 
 import optuna
 import pytest
-import yaml
 from optuna.trial import TrialState
 
 from search import recipe as recipes
@@ -22,6 +21,7 @@ from search.errors import UserError
 from search.loop import finished_count, optimize_recipe
 from search.pruning import ParetoSuccessiveHalving
 from search.study import make_pruner, make_sampler, open_study, plan_for
+from tests import faultmodels as fm
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -33,28 +33,6 @@ def _one_thread(_torch_threads: None) -> None:
     import torch
 
     torch.set_num_threads(1)
-
-
-def write_recipe(tmp_path: Path, space: str, *, name: str = "tiny", **fields: Any) -> Path:
-    """A tiny recipe (and its space) in ``tmp_path``, stored in ``tmp_path/<name>.db``."""
-    (tmp_path / f"{name}-space.yaml").write_text(space, encoding="utf-8")
-    raw: dict[str, Any] = {
-        "name": name,
-        "data": {"name": "digits", "classes": [5, 6, 7, 8, 9]},
-        "model": {"name": "cnn", "weights": "pretrained:digits-0-4"},
-        "space": f"{name}-space.yaml",
-        "epochs": 2,
-        "trials": 2,
-        "sampler": "random",
-        "pruner": "none",
-        "seed": 0,
-        "storage": f"sqlite:///{tmp_path / (name + '.db')}",
-        "baseline": {"optimizer": "adam", "lr": 0.003, "batch_size": 64},
-    }
-    raw.update(fields)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def run_recipe(path: Path, **kwargs: Any) -> optuna.Study:
@@ -152,7 +130,7 @@ def test_make_pruner_turns_bad_options_into_one_user_error(spec: dict[str, Any],
 # --- open_study and run (no training) -------------------------------------------------------
 
 def test_open_study_stores_the_recipe_and_refuses_different_content(tmp_path: Path) -> None:
-    path = write_recipe(tmp_path, "lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n")
+    path = fm.write_recipe(tmp_path, "lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n")
     recipe = recipes.load(path)
     study = open_study(recipe, plan_for(recipe))
     assert study.directions == [optuna.study.StudyDirection.MAXIMIZE,
@@ -165,7 +143,7 @@ def test_open_study_stores_the_recipe_and_refuses_different_content(tmp_path: Pa
     again = open_study(recipe, plan_for(recipe))  # the same recipe resumes
     assert again._study_id == study._study_id and len(again.trials) == 1
 
-    changed = recipes.load(write_recipe(tmp_path, "lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n",
+    changed = recipes.load(fm.write_recipe(tmp_path, "lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n",
                                         epochs=3))
     with pytest.raises(UserError) as info:
         open_study(changed, plan_for(changed))
@@ -175,7 +153,7 @@ def test_open_study_stores_the_recipe_and_refuses_different_content(tmp_path: Pa
 
 
 def test_time_to_accuracy_study_minimizes_seconds_and_records_the_target(tmp_path: Path) -> None:
-    recipe = recipes.load(write_recipe(tmp_path, "lr: {low: 1.0e-3, high: 1.0e-2}\n",
+    recipe = recipes.load(fm.write_recipe(tmp_path, "lr: {low: 1.0e-3, high: 1.0e-2}\n",
                                        objective="time-to-accuracy", target=0.9,
                                        pruner={"name": "median", "n_startup_trials": 1}))
     study = open_study(recipe, plan_for(recipe))
@@ -194,7 +172,7 @@ def test_random_sampler_repeats_its_params_for_the_same_recipe_and_seed(tmp_path
     for run in ("a", "b"):
         folder = tmp_path / run
         folder.mkdir()
-        study = run_recipe(write_recipe(folder, space, epochs=1, trials=3))
+        study = run_recipe(fm.write_recipe(folder, space, epochs=1, trials=3))
         assert len(study.trials) == 3
         params.append([t.params for t in study.trials])
     assert params[0] == params[1]
@@ -215,7 +193,7 @@ def test_pareto_sha_trains_fewer_epochs_than_no_pruning(tmp_path: Path) -> None:
         folder = tmp_path / pruner
         folder.mkdir()
         spec = pruner if pruner == "none" else {"name": pruner, "eta": 2, "min_resource": 1}
-        studies[pruner] = run_recipe(write_recipe(folder, PRUNE_SPACE, trials=4, pruner=spec,
+        studies[pruner] = run_recipe(fm.write_recipe(folder, PRUNE_SPACE, trials=4, pruner=spec,
                                                   seed=PRUNE_SEED))
     unpruned, pruned = studies["none"], studies["pareto-sha"]
     # The same sampler and seed: the same configs, so the epochs are comparable.
@@ -243,7 +221,7 @@ def test_pareto_sha_trains_fewer_epochs_than_no_pruning(tmp_path: Path) -> None:
 def test_time_to_accuracy_prunes_an_unreachable_target_as_unreached(tmp_path: Path) -> None:
     # lr stays at 1e-6 (no lr dimension): the new head cannot reach 99.9% in 2 epochs.
     space = "batch_size: {choices: [64, 128]}\nlabel_smoothing: {low: 0.0, high: 0.1}\n"
-    study = run_recipe(write_recipe(
+    study = run_recipe(fm.write_recipe(
         tmp_path, space, objective="time-to-accuracy", target=0.999, pruner="none",
         baseline={"optimizer": "adam", "lr": 1.0e-6, "batch_size": 64}))
     assert len(study.trials) == 2
@@ -257,7 +235,7 @@ def test_time_to_accuracy_prunes_an_unreachable_target_as_unreached(tmp_path: Pa
 
 
 def test_time_to_accuracy_stops_at_the_epoch_that_reaches_the_target(tmp_path: Path) -> None:
-    study = run_recipe(write_recipe(
+    study = run_recipe(fm.write_recipe(
         tmp_path, "label_smoothing: {low: 0.0, high: 0.1}\n", epochs=3,
         objective="time-to-accuracy", target=0.5, pruner="none"))
     assert len(study.trials) == 2
@@ -275,7 +253,7 @@ def test_time_to_accuracy_stops_at_the_epoch_that_reaches_the_target(tmp_path: P
 
 def test_a_diverged_trial_completes_infeasible_and_the_study_goes_on(tmp_path: Path) -> None:
     # Plain SGD at lr 1e6 (no lr dimension): every trial's loss explodes in epoch 1.
-    study = run_recipe(write_recipe(
+    study = run_recipe(fm.write_recipe(
         tmp_path, "batch_size: {choices: [64, 128]}\n",
         baseline={"optimizer": "sgd", "lr": 1.0e6, "batch_size": 64}))
     assert len(study.trials) == 2  # the study went on after the first divergence
@@ -291,7 +269,7 @@ def test_a_diverged_trial_completes_infeasible_and_the_study_goes_on(tmp_path: P
 def test_bad_pruner_options_leave_no_study_behind(tmp_path: Path) -> None:
     # A typo in the pruner options must fail before the storage is touched: a study left
     # behind would refuse the corrected recipe ("different recipe") under the same name.
-    path = write_recipe(tmp_path, PRUNE_SPACE,
+    path = fm.write_recipe(tmp_path, PRUNE_SPACE,
                         pruner={"name": "pareto-sha", "eta": 1, "min_resource": 1})
     with pytest.raises(UserError, match="eta must be an integer >= 2, got 1"):
         run_recipe(path)
@@ -303,7 +281,7 @@ def test_bad_pruner_options_name_the_recipe_file(tmp_path: Path) -> None:
     # Fixed bug (search/study.py, make_pruner, reached from plan_for): the error is
     # "pruner: eta must be an integer >= 2, got 1, got {'name': 'pareto-sha', ...}": no
     # file, and two "got"s. Check the options in recipe.load (source=the recipe path).
-    path = write_recipe(tmp_path, PRUNE_SPACE,
+    path = fm.write_recipe(tmp_path, PRUNE_SPACE,
                         pruner={"name": "pareto-sha", "eta": 1, "min_resource": 1})
     with pytest.raises(UserError) as info:
         run_recipe(path)
