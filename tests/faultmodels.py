@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 import torch
 import yaml
+from click.testing import Result
 from torch import nn
 
 from search.models import SmallCNN
@@ -102,6 +103,19 @@ def pretrained() -> None:
     from search import pretrain
 
     pretrain.checkpoint("digits-0-4")
+
+
+def one_error_line(result: Result, *parts: str) -> str:
+    """A CLI run (click's CliRunner) failed with exit 2 and exactly one line on stderr,
+    nothing on stdout and no traceback, and that line contains every part."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for part in parts:
+        assert part in lines[0], (part, lines[0])
+    return lines[0]
 
 
 # -- processes ------------------------------------------------------------------------------

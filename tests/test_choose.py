@@ -18,6 +18,7 @@ from search import choose as chooser
 from search.cli import cli
 from search.config import TrainConfig
 from search.errors import UserError
+from tests import faultmodels as fm
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -105,18 +106,6 @@ def best_json(url: str, *args: str, name: str = "hand") -> dict[str, Any]:
     return json.loads(lines[0])
 
 
-def one_error_line(result: Result, *parts: str) -> str:
-    """Failed with exit 2 and exactly one line on stderr that contains every part."""
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for part in parts:
-        assert part in lines[0], (part, lines[0])
-    return lines[0]
-
-
 # -- which trial each option picks -------------------------------------------------------
 
 
@@ -129,7 +118,7 @@ def test_min_accuracy_picks_the_fastest_trial_reaching_it(url: str) -> None:
 def test_min_accuracy_skips_the_diverged_trial_that_would_reach_it_fastest(url: str) -> None:
     # Only trial 6 (diverged, 0.995 in 0.5 s) reaches 0.99, and it is infeasible.
     result = invoke("best", "hand", "--storage", url, "--min-accuracy", "0.99")
-    one_error_line(result, "--min-accuracy", "0.99", "best is 0.9800")
+    fm.one_error_line(result, "--min-accuracy", "0.99", "best is 0.9800")
 
 
 def test_max_seconds_picks_the_most_accurate_trial_within_it(url: str) -> None:
@@ -149,7 +138,7 @@ def test_pruned_and_diverged_trials_are_never_chosen(url: str) -> None:
              best_json(url)["trial"]}
     assert picks == {3, 0, 1}
     # Within 0.6 s only the diverged trial would fit: nothing qualifies.
-    one_error_line(invoke("best", "hand", "--storage", url, "--max-seconds", "0.6"),
+    fm.one_error_line(invoke("best", "hand", "--storage", url, "--max-seconds", "0.6"),
                    "--max-seconds", "0.6", "1.000")
 
 
@@ -180,13 +169,13 @@ def test_text_output_names_trial_point_and_every_field(url: str) -> None:
 
 
 def test_nothing_reaching_the_accuracy_is_one_line_and_exit_2(url: str) -> None:
-    line = one_error_line(invoke("best", "hand", "--storage", url, "--min-accuracy", "0.999"),
+    line = fm.one_error_line(invoke("best", "hand", "--storage", url, "--min-accuracy", "0.999"),
                           "--min-accuracy", "0.999")
     assert "best is 0.9800" in line  # the diverged 0.995 is not "best"
 
 
 def test_nothing_within_the_time_is_one_line_and_exit_2(url: str) -> None:
-    line = one_error_line(invoke("best", "hand", "--storage", url, "--max-seconds", "0.1"),
+    line = fm.one_error_line(invoke("best", "hand", "--storage", url, "--max-seconds", "0.1"),
                           "--max-seconds")
     assert "fastest is 1.000s" in line  # the diverged 0.5 s is not "fastest"
 
@@ -197,14 +186,14 @@ def test_nothing_within_the_time_is_one_line_and_exit_2(url: str) -> None:
     ("--max-seconds", "3", "--knee"),
 ])
 def test_two_choice_options_together_are_refused(url: str, options: tuple[str, ...]) -> None:
-    line = one_error_line(invoke("best", "hand", "--storage", url, *options), "choose one")
+    line = fm.one_error_line(invoke("best", "hand", "--storage", url, *options), "choose one")
     named = [o for o in options if o.startswith("--")]
     assert all(o in line for o in named)
 
 
 def test_export_refuses_trial_together_with_another_choice(url: str, tmp_path: Path) -> None:
     out = tmp_path / "x.yaml"
-    one_error_line(invoke("export", "hand", "--storage", url, "--trial", "1", "--knee",
+    fm.one_error_line(invoke("export", "hand", "--storage", url, "--trial", "1", "--knee",
                           "-o", str(out)), "--knee", "--trial", "choose one")
     assert not out.exists()
 
@@ -212,7 +201,7 @@ def test_export_refuses_trial_together_with_another_choice(url: str, tmp_path: P
 def test_a_study_without_completed_trials_is_one_line(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'empty.db'}"
     make_study(storage, "bad", [pruned(0), completed(1, *DIVERGED, outcome="diverged")])
-    one_error_line(invoke("best", "bad", "--storage", storage), "no completed trials")
+    fm.one_error_line(invoke("best", "bad", "--storage", storage), "no completed trials")
 
 
 # -- devices --------------------------------------------------------------------------------
@@ -246,7 +235,7 @@ def test_one_device_gives_no_note(url: str) -> None:
 
 
 def test_unknown_device_key_is_one_line(url: str) -> None:
-    one_error_line(invoke("best", "mixed", "--storage", url, "--device-key", "tpu:z"),
+    fm.one_error_line(invoke("best", "mixed", "--storage", url, "--device-key", "tpu:z"),
                    "--device-key", "tpu:z", CPU, GPU)
 
 
@@ -262,26 +251,26 @@ def test_device_of_returns_the_most_used_key_and_a_note(url: str) -> None:
 
 
 def test_unknown_study_is_one_line_listing_the_studies(url: str) -> None:
-    one_error_line(invoke("best", "nope", "--storage", url), "'nope'", "hand", "mixed")
+    fm.one_error_line(invoke("best", "nope", "--storage", url), "'nope'", "hand", "mixed")
 
 
 def test_unknown_study_in_a_missing_file_does_not_create_it(tmp_path: Path) -> None:
     db = tmp_path / "missing.db"
-    one_error_line(invoke("best", "nope", "--storage", f"sqlite:///{db}"), str(db))
+    fm.one_error_line(invoke("best", "nope", "--storage", f"sqlite:///{db}"), str(db))
     assert not db.exists()
     assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_study_in_a_missing_journal_does_not_create_it(tmp_path: Path) -> None:
     journal = tmp_path / "missing.journal"
-    one_error_line(invoke("best", "nope", "--storage", f"journal://{journal}"), str(journal))
+    fm.one_error_line(invoke("best", "nope", "--storage", f"journal://{journal}"), str(journal))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_default_storage_of_an_unknown_study_creates_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    one_error_line(invoke("best", "nope"), "nope.db")
+    fm.one_error_line(invoke("best", "nope"), "nope.db")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from search.cli import cli
+from tests import faultmodels as fm
 
 RECIPE = """\
 name: tiny
@@ -35,18 +36,6 @@ def recipe(tmp_path: Path) -> Path:
 
 def _train(*args: str, device: str = "cpu") -> Result:
     return CliRunner().invoke(cli, ["train", *args, "--device", device])
-
-
-def _one_error_line(result: Result, *parts: str) -> str:
-    """The run failed with exit 2 and one line on stderr that contains every part."""
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for part in parts:
-        assert part in lines[0], (part, lines[0])
-    return lines[0]
 
 
 def test_json_prints_one_object(recipe: Path) -> None:
@@ -119,17 +108,17 @@ def test_diverged_run_exits_1(recipe: Path) -> None:
     ("lr=[0.1", ["--set lr=[0.1", "cannot parse"]),
 ])
 def test_bad_set_is_one_line_and_exit_2(recipe: Path, item: str, parts: list[str]) -> None:
-    _one_error_line(_train(str(recipe), "--set", "epochs=1", "--set", item), *parts)
+    fm.one_error_line(_train(str(recipe), "--set", "epochs=1", "--set", item), *parts)
 
 
 def test_bad_baseline_in_the_recipe_names_file_key_and_value(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(RECIPE.replace("lr: 0.001", "lr: -2"), encoding="utf-8")
-    _one_error_line(_train(str(path)), str(path), "baseline", "lr: must be > 0", "got -2")
+    fm.one_error_line(_train(str(path)), str(path), "baseline", "lr: must be > 0", "got -2")
 
 
 def test_unknown_device_is_one_line(recipe: Path) -> None:
-    _one_error_line(_train(str(recipe), device="tpu:9"), "--device", "'tpu:9'")
+    fm.one_error_line(_train(str(recipe), device="tpu:9"), "--device", "'tpu:9'")
 
 
 @pytest.mark.parametrize(("content", "problem"), [
@@ -146,8 +135,8 @@ def test_bad_recipe_file_is_one_line_naming_it(tmp_path: Path, content: bytes | 
     path = tmp_path / "recipe.yaml"
     if content is not None:
         path.write_bytes(content)
-    _one_error_line(_train(str(path)), str(path), problem)
+    fm.one_error_line(_train(str(path)), str(path), problem)
 
 
 def test_recipe_that_is_a_directory_is_one_line(tmp_path: Path) -> None:
-    _one_error_line(_train(str(tmp_path)), str(tmp_path), "is a directory")
+    fm.one_error_line(_train(str(tmp_path)), str(tmp_path), "is a directory")

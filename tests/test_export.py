@@ -20,6 +20,7 @@ from search import export as exporter
 from search.cli import cli
 from search.config import TrainConfig
 from search.errors import UserError
+from tests import faultmodels as fm
 from tests.test_choose import CPU, HAND, RECIPE, completed, config_of, make_study, pruned
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -63,16 +64,6 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def invoke(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
-def one_error_line(result: Result, *parts: str) -> str:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for part in parts:
-        assert part in lines[0], (part, lines[0])
-    return lines[0]
 
 
 def exported(url: str, folder: Path, *options: str) -> tuple[Path, dict[str, Any]]:
@@ -135,7 +126,7 @@ def test_export_by_trial_number(url: str, tmp_path: Path) -> None:
 def test_export_of_a_pruned_trial_is_refused_and_writes_nothing(url: str,
                                                                 tmp_path: Path) -> None:
     out = tmp_path / "x.yaml"
-    one_error_line(invoke("export", "hand", "--storage", url, "--trial", "5", "-o", str(out)),
+    fm.one_error_line(invoke("export", "hand", "--storage", url, "--trial", "5", "-o", str(out)),
                    "--trial", "5")
     assert not out.exists()
 
@@ -204,4 +195,4 @@ def test_train_with_a_foreign_config_is_one_line(tmp_path: Path, recipe: Path) -
     path = tmp_path / "other.yaml"
     path.write_text("format: other\n", encoding="utf-8")
     result = invoke("train", str(recipe), "--config", str(path), "--device", "cpu")
-    one_error_line(result, str(path), "format")
+    fm.one_error_line(result, str(path), "format")
