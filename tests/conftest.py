@@ -19,3 +19,11 @@ def _torch_threads() -> None:
     except ImportError:
         return
     torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def one_thread(_torch_threads: None) -> None:
+    """One torch thread for this test (after ``_torch_threads`` reset the count)."""
+    from tests.faultmodels import one_thread
+
+    one_thread()

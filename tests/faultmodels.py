@@ -105,6 +105,13 @@ def pretrained() -> None:
     pretrain.checkpoint("digits-0-4")
 
 
+def one_thread() -> None:
+    """One torch intra-op thread: the tests share 2 cores with other test runs, and
+    oversubscribed OpenMP threads make a tiny CNN epoch 10x slower. No test compares
+    seconds. (The ``one_thread`` fixture in conftest.py does this for a test.)"""
+    torch.set_num_threads(1)
+
+
 def one_error_line(result: Result, *parts: str) -> str:
     """A CLI run (click's CliRunner) failed with exit 2 and exactly one line on stderr,
     nothing on stdout and no traceback, and that line contains every part."""

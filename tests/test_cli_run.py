@@ -27,17 +27,7 @@ BASELINE = {"optimizer": "adam", "lr": 0.003, "batch_size": 64}
 OUTCOMES = {"completed", "early-stopped", "pruned", "diverged", "oom", "failed", "unreached"}
 
 
-def _one_thread() -> None:
-    # The tests share 2 cores with other test runs; oversubscribed OpenMP threads make a
-    # tiny CNN epoch 10x slower. Nothing here compares seconds.
-    import torch
-
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(autouse=True)
-def one_thread(_torch_threads: None) -> None:
-    _one_thread()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_recipe(folder: Path, **fields: Any) -> Path:
@@ -67,7 +57,7 @@ def snapshot(trial: optuna.trial.FrozenTrial) -> tuple[Any, ...]:
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Result]:
     """`search run tiny.yaml --quiet` to the recipe's budget of 3 trials: (recipe, db, result)."""
-    _one_thread()
+    fm.one_thread()
     folder = tmp_path_factory.mktemp("cli-run")
     recipe = write_recipe(folder)
     db = folder / "study.db"

@@ -41,16 +41,7 @@ baseline: {optimizer: sgd, lr: 0.5, batch_size: 32}
 """
 
 
-def _one_thread() -> None:
-    # Shared 2 cores: oversubscribed OpenMP threads make a tiny epoch much slower.
-    import torch
-
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(autouse=True)
-def one_thread(_torch_threads: None) -> None:
-    _one_thread()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -50,14 +50,7 @@ BLOCKS = ("build_optimizer", "build_scheduler", "build_criterion", "build_mixer"
           "grad_scaler", "freeze")
 
 
-def _one_thread() -> None:
-    # Shared 2 cores: oversubscribed OpenMP threads make a tiny epoch much slower.
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(autouse=True)
-def one_thread(_torch_threads: None) -> None:
-    _one_thread()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +100,7 @@ def _hyper(group: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def recorded(data: Any) -> dict[str, Any]:
-    _one_thread()
+    fm.one_thread()
     return _record(CONFIG, data)
 
 
@@ -323,7 +316,7 @@ SPACE = ("lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n"
 @pytest.fixture(scope="module")
 def run_study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`search run` of a 3-trial, 2-epoch recipe; the study's storage URL."""
-    _one_thread()
+    fm.one_thread()
     folder = tmp_path_factory.mktemp("interop")
     recipe = fm.write_recipe(folder, SPACE, trials=3, pruner="pareto-sha")
     url = f"sqlite:///{folder / 'tiny.db'}"

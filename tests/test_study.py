@@ -26,13 +26,7 @@ from tests import faultmodels as fm
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(_torch_threads: None) -> None:
-    """One intra-op thread: the tests share 2 cores with other test runs, and oversubscribed
-    OpenMP threads make a tiny CNN epoch 10x slower. No test here compares seconds."""
-    import torch
-
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_recipe(path: Path, **kwargs: Any) -> optuna.Study:

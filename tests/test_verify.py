@@ -17,6 +17,7 @@ from search import verify as verifier
 from search.cli import cli
 from search.errors import UserError
 from search.verify import Verdict, flag
+from tests import faultmodels as fm
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -25,16 +26,7 @@ SPACE = ("lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n"
          "frozen_layers: {low: 0, high: max}\n")
 
 
-def _one_thread() -> None:
-    # Shared 2 cores: oversubscribed OpenMP threads make a tiny epoch much slower.
-    import torch
-
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(autouse=True)
-def one_thread(_torch_threads: None) -> None:
-    _one_thread()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def invoke(*args: str) -> Result:
@@ -112,7 +104,7 @@ def write_recipe(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def study_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     """`search run` of a 3-trial, 2-epoch recipe; the study's storage URL."""
-    _one_thread()
+    fm.one_thread()
     folder = tmp_path_factory.mktemp("verify")
     url = f"sqlite:///{folder / 'tiny.db'}"
     result = invoke("run", str(write_recipe(folder)), "--quiet", "--device", "cpu",
@@ -124,7 +116,7 @@ def study_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def verified(study_url: str) -> list[Verdict]:
     """verify(top=1, repeats=2) once: the verdicts it returned."""
-    _one_thread()
+    fm.one_thread()
     study = optuna.load_study(study_name="tiny", storage=study_url)
     return verifier.verify(study, top=1, repeats=2, device="cpu")
 
