@@ -290,6 +290,8 @@ def test_prune_waits_for_min_trials_at_rung() -> None:
     c = rising((0.5, 20.0), 3)
     assert ParetoSuccessiveHalving(eta=3, min_trials_at_rung=3).prune(s, trial.number, c) is None
     assert ParetoSuccessiveHalving(eta=3, min_trials_at_rung=2).prune(s, trial.number, c)
+    # The default decides from two: a second trial dominated by the first is stopped.
+    assert ParetoSuccessiveHalving(eta=3).prune(s, trial.number, c)
 
 
 def test_prune_decides_each_rung_once() -> None:
