@@ -110,6 +110,20 @@ def test_several_workers_on_sqlite_are_refused_in_one_line(tmp_path: Path) -> No
     assert not (tmp_path / "tiny.db").exists()
 
 
+def test_a_worker_on_sqlite_notes_that_it_serves_one_worker_at_a_time(tmp_path: Path) -> None:
+    path = fm.write_recipe(tmp_path, SPACE, trials=1, baseline=BASELINE)
+    recipe = recipes.load(path)
+    open_study(recipe, plan_for(recipe))
+    url = f"sqlite:///{tmp_path / 'tiny.db'}"
+    done = fm.run("worker", "tiny", "--storage", url, "--device", "cpu", timeout=WAIT)
+    assert done.returncode == 0, done.stderr
+    assert "note: SQLite serves one worker at a time" in done.stderr
+    assert "journal:///" in done.stderr  # says what to use instead
+    quiet = fm.run("worker", "tiny", "--storage", url, "--device", "cpu", "--quiet",
+                   timeout=WAIT)
+    assert quiet.returncode == 0 and "note:" not in quiet.stderr, quiet.stderr
+
+
 def test_enqueued_configs_each_run_exactly_once_on_four_workers(tmp_path: Path) -> None:
     fm.pretrained()
     path = fm.write_recipe(tmp_path, SPACE, baseline=BASELINE)
