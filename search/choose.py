@@ -59,17 +59,21 @@ def device_of(trials: Sequence[FrozenTrial], device: str | None) -> tuple[str | 
 
 def choose(trials: Sequence[FrozenTrial], name: str, *, min_accuracy: float | None = None,
            max_seconds: float | None = None, trial: int | None = None,
-           device: str | None = None) -> FrozenTrial:
+           device: str | None = None, floor: float | None = None) -> FrozenTrial:
     """The fastest trial reaching ``min_accuracy``, the most accurate within
     ``max_seconds``, trial number ``trial``, or else the knee of the front, among the
-    ``trials`` of study ``name``."""
+    ``trials`` of study ``name`` at or above the accuracy ``floor`` (a trial asked for by
+    number may be below it)."""
     by_number = {t.number: t for t in trials}
     if trial is not None:
         if trial not in by_number or not frontier.feasible(by_number[trial]):
             raise UserError(f"--trial: no completed trial {trial} in study {name!r}")
         return by_number[trial]
-    pts = frontier.points(trials, device=device)
+    pts = frontier.points(trials, device=device, floor=floor)
     if not pts:
+        if floor is not None and frontier.points(trials, device=device):
+            raise UserError(f"study {name!r} has no completed trial at or above its accuracy "
+                            f"floor {floor:.4f} yet (pick one with --trial N)")
         raise UserError(f"study {name!r} has no completed trials yet")
     if min_accuracy is not None:
         point = frontier.fastest_reaching(pts, min_accuracy)

@@ -242,6 +242,7 @@ def _choice_options(f: Any) -> Any:
 def _choose(name: str, storage: str | None, device_key: str | None, min_accuracy: float | None,
             max_seconds: float | None, knee: bool, trial: int | None = None):  # noqa: ANN202
     from search import choose as chooser
+    from search import floor as floors
 
     given = [o for o, v in (("--min-accuracy", min_accuracy), ("--max-seconds", max_seconds),
                             ("--knee", knee or None), ("--trial", trial)) if v is not None]
@@ -251,8 +252,9 @@ def _choose(name: str, storage: str | None, device_key: str | None, min_accuracy
     device, note = chooser.device_of(trials, device_key)
     if note:
         click.echo(note, err=True)
+    floor = floors.resolve(trials, study.user_attrs.get("recipe"))
     picked = chooser.choose(trials, name, min_accuracy=min_accuracy, max_seconds=max_seconds,
-                            trial=trial, device=device)
+                            trial=trial, device=device, floor=floor)
     return study, picked
 
 
@@ -306,14 +308,16 @@ def pareto(name: str, storage: str | None, device_key: str | None, output: str |
            color_by: str | None, log_time: bool) -> None:
     """Draw the speed/accuracy front of study NAME (interactive HTML)."""
     from search import choose as chooser
+    from search import floor as floors
     from search import plots
 
     study = chooser.load_study(name, _storage(name, storage))
     device, note = chooser.device_of(study.get_trials(deepcopy=False), device_key)
     if note:
         click.echo(note, err=True)
-    data = plots.pareto_data(study.get_trials(deepcopy=False), device=device,
-                             color_by=color_by)
+    trials = study.get_trials(deepcopy=False)
+    data = plots.pareto_data(trials, device=device, color_by=color_by,
+                             floor=floors.resolve(trials, study.user_attrs.get("recipe")))
     verdicts = _verdicts(study, device)
     fig = plots.pareto_figure(data, log_time=log_time, verdicts=verdicts,
                               title=f"{name} on {device}")

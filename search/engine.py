@@ -88,8 +88,8 @@ def train(config: TrainConfig, data: Data | DataSpec | str = "digits",
         return _run(config, data, net.to(dev), dev, callback)
     finally:
         del net
-        gc.collect()
-        if dev.type == "cuda":
+        if dev.type == "cuda":  # free the device memory for the next trial now
+            gc.collect()  # a full collection: about 0.45 s with a study loaded, so GPU only
             torch.cuda.empty_cache()
 
 

@@ -26,6 +26,8 @@ __all__ = [
     "devices",
     "fastest_reaching",
     "hypervolume",
+    "below_floor",
+    "feasible",
     "hypervolume_history",
     "knee",
     "most_accurate_within",
@@ -96,23 +98,32 @@ def _point(trial: FrozenTrial) -> Point:
 INFEASIBLE = ("diverged", "oom")
 
 
-def feasible(trial: FrozenTrial) -> bool:
-    """Complete and not diverged or out of memory (those complete as infeasible)."""
+def feasible(trial: FrozenTrial, floor: float | None = None) -> bool:
+    """Complete, not diverged or out of memory (those complete as infeasible), and at or
+    above the accuracy ``floor`` (absolute; None: no floor, see ``search/floor.py``)."""
     return (trial.state == TrialState.COMPLETE
-            and trial.user_attrs.get("outcome") not in INFEASIBLE)
+            and trial.user_attrs.get("outcome") not in INFEASIBLE
+            and (floor is None or _point(trial).accuracy >= floor))
 
 
-def points(trials: Iterable[FrozenTrial], *, device: str | None = None) -> list[Point]:
+def below_floor(trial: FrozenTrial, floor: float | None) -> bool:
+    """Complete and measured, but below the accuracy floor: drawn faded, never chosen."""
+    return floor is not None and feasible(trial) and not feasible(trial, floor)
+
+
+def points(trials: Iterable[FrozenTrial], *, device: str | None = None,
+           floor: float | None = None) -> list[Point]:
     """The feasible COMPLETE trials as points, in trial-number order.
 
     ``device``: keep only trials whose ``device`` user attribute equals this key (trials
-    without one have the key ``"unknown"``). Raises ``ValueError`` for a complete trial
-    that does not have exactly two values (not a ``pareto`` study).
+    without one have the key ``"unknown"``). ``floor``: leave out points below this
+    accuracy. Raises ``ValueError`` for a complete trial that does not have one or two
+    values.
     """
     result = [
         _point(t)
         for t in trials
-        if feasible(t) and (device is None or _device_of(t) == device)
+        if feasible(t, floor) and (device is None or _device_of(t) == device)
     ]
     return sorted(result, key=lambda p: p.number)
 
@@ -295,12 +306,14 @@ def hypervolume_history(
     reference: tuple[float, float],
     *,
     device: str | None = None,
+    floor: float | None = None,
 ) -> list[tuple[int, float, float]]:
     """Hypervolume of the front as the study spent training time.
 
     One row per finished trial (COMPLETE, PRUNED or FAIL) in trial-number order:
     ``(number, cumulative seconds spent by all finished trials up to it, hypervolume of
-    the front of the complete trials up to it)``. Pruned and failed trials add their
+    the front of the feasible complete trials up to it)``. Trials without a feasible
+    point (pruned in a time-to-accuracy study, failed, below the ``floor``) add their
     cost (``spent_seconds``) but no point, so the hypervolume stays flat there; it never
     decreases. Running and waiting trials are left out (their cost is not final).
     ``device`` restricts both the cost and the front to one device key.
@@ -315,7 +328,7 @@ def hypervolume_history(
     spent = 0.0
     for t in finished:
         spent += spent_seconds(t)
-        if t.state == TrialState.COMPLETE:
+        if feasible(t, floor):
             # Only the front can matter for later fronts, so keep it small.
             seen = pareto_front([*seen, _point(t)])
         history.append((t.number, spent, hypervolume(seen, ref)))

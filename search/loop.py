@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from search.errors import Interrupted, UserError
 from search.recipe import Recipe
 from search.storage import retry_callback
-from search.study import FINISHED, Plan, make_pruner, open_study, plan_for
+from search.study import FINISHED, Plan, open_study, plan_for
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -70,10 +70,10 @@ def work(study: optuna.Study, plan: Plan, *, trials: int | None = None,
     data = load_data(plan.data)
     bar = Progress(total=trials, enabled=progress)
     bar.study_bar.update(min(finished_count(study), trials or 0))
-    pruner = make_pruner(plan.content["pruner"]) if plan.objective == "pareto" else None
     objective = Objective(space=plan.space, base=plan.base, data=data, model=plan.model,
                           device=dev, objective=plan.objective,
-                          target=plan.content.get("target"), pruner=pruner, budget=trials,
+                          target=plan.content.get("target"), pruner=plan.pruner(),
+                          floor=plan.floor, budget=trials,
                           worker=worker_id(), on_epoch=bar.on_epoch)
     reaper = _Reaper(study)
     previous = signal.getsignal(signal.SIGTERM)
@@ -89,7 +89,7 @@ def work(study: optuna.Study, plan: Plan, *, trials: int | None = None,
         if not gate.done:
             study.optimize(objective, timeout=timeout,
                            callbacks=[bar.on_trial, FailureGuard(), gate],
-                           gc_after_trial=True, catch=(OverBudget, UserError, TrialError))
+                           catch=(OverBudget, UserError, TrialError))
     except KeyboardInterrupt as e:
         _requeue_interrupted(study, objective.worker)
         raise Interrupted(f"interrupted ({str(e) or 'SIGINT'}): the trial in flight is recorded "

@@ -10,15 +10,23 @@ What a trial reports (also in docs/architecture.md):
   outcome ``unreached``.
 
 Each epoch the curve is written to the trial (``user_attrs["curve"]``), then the pruner
-decides: our Pareto successive halving for ``pareto``, Optuna's own pruner (through
-``trial.report`` of the validation error) for ``time-to-accuracy``. Diverged and
-out-of-memory trials complete as infeasible (``trial.set_constraint``) so samplers learn
-to avoid them and the front ignores them. Any other exception from training fails the
-trial with outcome ``error`` and the search goes on.
+decides: our Pareto successive halving for ``pareto``, Optuna's own pruner for
+``time-to-accuracy``, on the time axis (see ``time_steps``).
+
+Every measured point counts: a ``pareto`` trial the pruner stopped COMPLETES with the
+point it reached (its best accuracy and the seconds at the epoch that first reached it,
+outcome ``pruned``): training its config with the same schedule length and stopping after
+that epoch reproduces it, so it enters the front, the hypervolume, the choices and what
+the samplers learn from, like any other. Diverged and out-of-memory trials complete as
+infeasible (constraint ``feasible``), and so do points below the accuracy floor
+(constraint ``floor``, ``search/floor.py``), so samplers learn to avoid them and
+``study.best_trials`` leaves them out. Any other exception from training fails the trial
+with outcome ``error`` and the search goes on.
 """
 
 from __future__ import annotations
 
+import math
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,10 +37,33 @@ import optuna
 from search.config import TrainConfig
 from search.engine import TrainResult, train
 from search.errors import UserError
+from search.floor import BASELINE_ATTR, Floor, baseline_accuracy, baseline_trial
+from search.frontier import INFEASIBLE
 from search.pruning import ParetoSuccessiveHalving
 from search.space import Space
 
-INFEASIBLE = ("diverged", "oom")
+# Time-to-accuracy reports to Optuna's pruners at training times on this grid, in
+# milliseconds: 10 ms * sqrt(2)**k. Optuna compares trials at equal steps, and the
+# objective is seconds, so steps are time, not epochs: a config with cheap epochs is
+# judged against the others at the same training seconds, not at the same epoch count.
+_GRID_START_MS, _GRID_RATIO = 10.0, math.sqrt(2.0)
+
+
+def time_steps(before: float, now: float) -> list[int]:
+    """The grid steps (integer milliseconds) in ``(before, now]`` seconds.
+
+    An epoch that ended at ``now`` reports its accuracy at every grid time since the
+    previous epoch ended: the value is "reached by the end of the epoch running at that
+    time", the same rounding for every trial. About 2 steps per doubling of time.
+    """
+    steps, k = [], 0
+    while True:
+        ms = _GRID_START_MS * _GRID_RATIO**k
+        if ms > now * 1000.0:
+            return steps
+        if ms > before * 1000.0:
+            steps.append(round(ms))
+        k += 1
 
 
 class TrialError(Exception):
@@ -53,6 +84,7 @@ class Objective:
     objective: str = "pareto"
     target: float | None = None
     pruner: ParetoSuccessiveHalving | None = None
+    floor: Floor | None = None
     budget: int | None = None  # finished trials the study should hold, across workers
     worker: str = ""
     on_epoch: Callable[[optuna.trial.Trial, TrainConfig, int, float, float], None] | None = None
@@ -61,6 +93,7 @@ class Objective:
         from search.timing import fingerprint
 
         self.device_key = fingerprint(self.device)["key"]
+        self._baseline_accuracy: float | None = None  # known once the baseline completed
 
     def __call__(self, trial: optuna.trial.Trial) -> Any:
         self._check_budget(trial)
@@ -84,9 +117,14 @@ class Objective:
             if self.objective == "time-to-accuracy":
                 if acc >= self.target:
                     return f"reached target {self.target} at epoch {epoch}"
-                trial.report(1.0 - acc, step=epoch)
-                if trial.should_prune():
-                    return f"pruned by {type(trial.study.pruner).__name__} at epoch {epoch}"
+                before = curve[-2]["seconds"] if len(curve) > 1 else 0.0
+                error = 1.0 - max(e["accuracy"] for e in curve)
+                steps = time_steps(before, seconds)
+                for step in steps:
+                    trial.report(error, step=step)
+                if steps and trial.should_prune():
+                    return (f"pruned by {type(trial.study.pruner).__name__} at epoch {epoch} "
+                            f"({seconds:.2f} s)")
                 return None
             if self.pruner is not None and epoch < config.epochs:  # the last saves nothing
                 return self.pruner.prune(trial.study, trial.number, curve)
@@ -139,10 +177,24 @@ class Objective:
         trial.set_user_attr("outcome", outcome)
         trial.set_user_attr("reason", reason)
         trial.set_constraint("feasible", 1.0 if outcome in INFEASIBLE else 0.0)
-        if outcome in ("pruned", "unreached"):
-            raise optuna.TrialPruned(reason)
         if self.objective == "time-to-accuracy":
-            if outcome in INFEASIBLE:
+            if outcome in ("pruned", "unreached", *INFEASIBLE):
                 raise optuna.TrialPruned(reason)
             return result.seconds
-        return result.accuracy, result.seconds
+        floor = self._floor(trial, result)
+        if floor is not None:
+            # > 0 is infeasible; stored once, when the trial ends (Optuna's constraints are
+            # write-once). Trials that end before the baseline did get none.
+            trial.set_constraint("floor", floor - result.accuracy)
+        return result.accuracy, result.seconds  # a pruned trial's point counts too
+
+    def _floor(self, trial: optuna.trial.Trial, result: TrainResult) -> float | None:
+        """The study's absolute accuracy floor, once the baseline's accuracy is known."""
+        if self.floor is None or self.floor.off:
+            return None
+        if trial.user_attrs.get(BASELINE_ATTR) and result.outcome not in INFEASIBLE:
+            self._baseline_accuracy = result.accuracy
+        if self._baseline_accuracy is None and self.floor.below_baseline is not None:
+            self._baseline_accuracy = baseline_accuracy(
+                baseline_trial(trial.study.get_trials(deepcopy=False)))
+        return self.floor.resolve(self._baseline_accuracy)

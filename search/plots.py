@@ -49,6 +49,7 @@ __all__ = [
 
 MISSING = "n/a"  # the colour value of a trial without the color_by param
 FADED = 0.35  # opacity of dominated and pruned points
+BELOW = 0.2  # opacity of points below the accuracy floor
 HEIGHT = 480  # pixels, every figure
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
@@ -76,10 +77,13 @@ class Marker(NamedTuple):
 class ParetoData(NamedTuple):
     """Everything ``pareto_figure`` draws, for one device.
 
-    ``front``: the non-dominated feasible complete trials, fastest first. ``dominated``:
-    the other feasible complete trials. ``pruned``: pruned trials (and ``unreached`` ones of
-    time-to-accuracy studies) at their last curve point: seconds so far and best accuracy so
-    far. Infeasible trials (diverged, out of memory), failed and running ones are left out.
+    ``front``: the non-dominated feasible complete trials at or above the accuracy
+    ``floor``, fastest first (a pareto trial stopped by the pruner completes with the point
+    it reached, and is one of these). ``dominated``: the other feasible complete trials
+    at or above the floor. ``below``: complete trials below the floor (not worth having;
+    drawn faded). ``pruned``: time-to-accuracy trials without a point (pruned, target
+    unreached) at their last curve point: seconds so far and best accuracy so far.
+    Infeasible trials (diverged, out of memory), failed and running ones are left out.
     ``step_x``/``step_y``: ``frontier.step_line`` of the front, extended to the slowest
     point drawn. ``colors``: the distinct colour values, in legend order.
     """
@@ -89,6 +93,8 @@ class ParetoData(NamedTuple):
     front: tuple[Marker, ...]
     dominated: tuple[Marker, ...]
     pruned: tuple[Marker, ...]
+    below: tuple[Marker, ...]
+    floor: float | None
     step_x: tuple[float, ...]
     step_y: tuple[float, ...]
     colors: tuple[str, ...]
@@ -162,7 +168,7 @@ def _order(value: Any) -> tuple[int, float, str]:
 
 
 def pareto_data(trials: Iterable[FrozenTrial], *, device: str | None,
-                color_by: str | None = None) -> ParetoData:
+                color_by: str | None = None, floor: float | None = None) -> ParetoData:
     """The points of one device's speed/accuracy plot (see ``ParetoData``).
 
     ``device``: a device key (``user_attrs["device"]``); ``None`` picks the device with the
@@ -190,7 +196,7 @@ def pareto_data(trials: Iterable[FrozenTrial], *, device: str | None,
         return Marker(number, accuracy, seconds, outcome,
                       _hover(number, outcome, accuracy, seconds, params, note), color(number))
 
-    pts = frontier.points([t for t in trials if _on(t, device)])
+    pts = frontier.points([t for t in trials if _on(t, device)], floor=floor)
     front_points = frontier.pareto_front(pts)
     on_front = {p.number for p in front_points}
     front = tuple(marker(p.number, p.accuracy, p.seconds, p.outcome, " · on the front")
@@ -205,13 +211,16 @@ def pareto_data(trials: Iterable[FrozenTrial], *, device: str | None,
         point = _pruned_point(t)
         if point is not None:
             pruned.append(marker(t.number, *point, outcome, " · best so far when stopped"))
-    drawn = [*front, *dominated, *pruned]
+    below = tuple(marker(p.number, p.accuracy, p.seconds, p.outcome, " · below the floor")
+                  for p in frontier.points([t for t in trials if _on(t, device)
+                                            and frontier.below_floor(t, floor)]))
+    drawn = [*front, *dominated, *pruned, *below]
     until = max((m.seconds for m in drawn), default=None)
     step_x, step_y = frontier.step_line(front_points, until=until if front_points else None)
     values = {raw.get(m.number) for m in drawn} if color_by else set()
     colors = tuple(MISSING if v is None else _fmt(v) for v in sorted(values, key=_order))
-    return ParetoData(device, color_by, front, dominated, tuple(pruned), tuple(step_x),
-                      tuple(step_y), colors)
+    return ParetoData(device, color_by, front, dominated, tuple(pruned), below, floor,
+                      tuple(step_x), tuple(step_y), colors)
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str, **extra: Any) -> go.Figure:
@@ -246,7 +255,8 @@ def pareto_figure(data: ParetoData, *, log_time: bool = False, title: str = "",
                                  hoverinfo="skip"))
     styles = (("front", data.front, 1.0, "circle"),
               ("dominated", data.dominated, FADED, "circle"),
-              ("pruned", data.pruned, FADED, "circle-open"))
+              ("pruned", data.pruned, FADED, "circle-open"),
+              ("below the floor", data.below, BELOW, "x"))
     for kind, markers, opacity, symbol in styles:
         groups = ([(v, [m for m in markers if m.color == v]) for v in data.colors]
                   if data.color_by else [("", list(markers))])
@@ -257,7 +267,7 @@ def pareto_figure(data: ParetoData, *, log_time: bool = False, title: str = "",
                 name, legend, colour = f"{kind}: {value}", value, palette[value]
             else:
                 name, legend = kind, kind
-                colour = OTHER_COLOR if kind == "pruned" else FRONT_COLOR
+                colour = FRONT_COLOR if kind in ("front", "dominated") else OTHER_COLOR
             fig.add_trace(go.Scatter(
                 x=[m.seconds for m in group], y=[m.accuracy for m in group], mode="markers",
                 name=_text(name), legendgroup=legend, showlegend=not data.color_by,
@@ -268,8 +278,15 @@ def pareto_figure(data: ParetoData, *, log_time: bool = False, title: str = "",
                                  "color": colour if symbol.endswith("open") else "white"}}))
     if verdicts:
         _add_verdicts(fig, verdicts)
-    subtitle = ("filled: on the front · faded: dominated · hollow: pruned (best accuracy so "
-                "far when stopped)")
+    subtitle = "filled: on the front · faded: dominated"
+    if data.pruned:
+        subtitle += " · hollow: pruned (best accuracy so far when stopped)"
+    if data.below:
+        subtitle += " · x: below the accuracy floor"
+    if data.floor is not None:
+        fig.add_hline(y=data.floor, line_dash="dot", line_color=OTHER_COLOR,
+                      annotation_text=f"accuracy floor {data.floor:.3f}",
+                      annotation_position="bottom right")
     _layout(fig, title, SECONDS_TITLE + (" (log)" if log_time else ""), "validation accuracy",
             legend_title_text=_text(data.color_by or ""), hovermode="closest")
     fig.update_layout(title={"subtitle": {"text": subtitle}} if title else None)

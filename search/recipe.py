@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from search import floor as floors
 from search.errors import UserError
 from search.files import expect_keys, read_mapping
 
@@ -22,7 +23,7 @@ SAMPLERS = ("tpe", "nsga2", "random", "gp", "qmc", "grid")
 PRUNERS = ("pareto-sha", "none", "median", "successive-halving", "hyperband", "wilcoxon")
 
 _KEYS = {"name", "description", "data", "model", "space", "epochs", "objective", "target",
-         "trials", "timeout", "sampler", "pruner", "seed", "storage", "baseline"}
+         "floor", "trials", "timeout", "sampler", "pruner", "seed", "storage", "baseline"}
 _DATA_KEYS = {"name", "classes", "data_dir", "download", "val_fraction", "split_seed",
               "image_size", "size"}
 _MODEL_KEYS = {"name", "weights", "width"}
@@ -48,6 +49,7 @@ class Recipe:
     storage: str = ""
     baseline: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    floor: dict[str, float] | str = field(default_factory=lambda: dict(floors.DEFAULT))
 
     def data_spec(self):  # noqa: ANN201 - search.data.DataSpec, imported lazily (torch)
         from search.data import DataSpec
@@ -67,8 +69,8 @@ class Recipe:
         space = self.space.read_text(encoding="utf-8") if self.space else None
         return {"name": self.name, "data": self.data, "model": self.model, "space": space,
                 "epochs": self.epochs, "objective": self.objective, "target": self.target,
-                "sampler": self.sampler, "pruner": self.pruner, "seed": self.seed,
-                "baseline": self.baseline}
+                "floor": self.floor, "sampler": self.sampler, "pruner": self.pruner,
+                "seed": self.seed, "baseline": self.baseline}
 
     def hash(self) -> str:
         blob = json.dumps(self.content(), sort_keys=True, default=str).encode()
@@ -104,6 +106,7 @@ def load(path: str | Path) -> Recipe:
             raise err("target", "time-to-accuracy needs a target accuracy in (0, 1]")
     elif target is not None:
         raise err("target", "only the time-to-accuracy objective takes a target")
+    floor = floors.parse(raw.get("floor"), source=src).to_mapping() or "none"
     trials = raw.get("trials")
     if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int)
                                or trials < 1):
@@ -155,7 +158,7 @@ def load(path: str | Path) -> Recipe:
     return Recipe(path=path, name=name, data=data, model=model, space=space_path,
                   epochs=epochs, objective=objective, target=target, trials=trials,
                   timeout=timeout, sampler=sampler, pruner=pruner, seed=seed, storage=storage,
-                  baseline=baseline, description=str(description))
+                  baseline=baseline, description=str(description), floor=floor)
 
 
 def _section(raw: dict[str, Any], key: str, allowed: set[str], src: str,

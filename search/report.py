@@ -7,15 +7,18 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from search import floor as floors
 from search import frontier
 
 
 def _front(study: optuna.Study, device: str | None = None) -> list[frontier.Point]:
+    """The front above the study's accuracy floor, on one device (the most used one)."""
     trials = study.get_trials(deepcopy=False)
     if device is None:
         keys = frontier.devices([t for t in trials if frontier.feasible(t)])
         device = keys[0] if keys else None
-    return frontier.pareto_front(frontier.points(trials, device=device))
+    floor = floors.resolve(trials, study.user_attrs.get("recipe"))
+    return frontier.pareto_front(frontier.points(trials, device=device, floor=floor))
 
 
 def front_rows(study: optuna.Study, device: str | None = None) -> list[dict[str, Any]]:
@@ -73,12 +76,17 @@ def status(storage: str, name: str | None = None) -> list[dict[str, Any]]:
         trials = study.get_trials(deepcopy=False)
         pareto = len(study.directions) == 2
         front = _front(study) if pareto else []
-        done = [t for t in trials if frontier.feasible(t)]
+        floor = floors.resolve(trials, study.user_attrs.get("recipe")) if pareto else None
+        done = [t for t in trials if frontier.feasible(t, floor)]
         rows.append({
             "study": n,
             "objective": study.user_attrs.get("objective", "pareto" if pareto else "?"),
             "trials": len(trials),
             "outcomes": frontier.outcome_counts(trials),
+            "floor": floor,
+            "floor_text": (floors.of_recipe(study.user_attrs.get("recipe")).describe(floor)
+                           if pareto else "no accuracy floor (time-to-accuracy)"),
+            "below_floor": sum(frontier.below_floor(t, floor) for t in trials),
             "front_size": len(front),
             "best_accuracy": max((p.accuracy for p in front), default=None),
             "fastest_seconds": (min((t.values[-1] for t in done), default=None)),
@@ -98,5 +106,5 @@ def status_table(rows: list[dict[str, Any]]) -> str:
         running = ", ".join(map(str, r["running"])) or "none"
         out.append(f"{r['study']} ({r['objective']}): {r['trials']} trials: {counts}; "
                    f"front {r['front_size']}, best accuracy {best}, fastest {fast}; "
-                   f"running now: {running}")
+                   f"{r['floor_text']}, {r['below_floor']} below it; running now: {running}")
     return "\n".join(out)

@@ -24,6 +24,7 @@ import plotly.graph_objects as go
 import yaml
 from plotly.offline import get_plotlyjs
 
+from search import floor as floors
 from search import frontier, plots
 from search.choose import device_of
 from search.errors import UserError
@@ -97,7 +98,7 @@ def _note(text: str) -> str:
 
 
 def _summary(study: optuna.Study, trials: list[optuna.trial.FrozenTrial], pareto: bool,
-             device: str | None, front: list[frontier.Point]) -> str:
+             device: str | None, front: list[frontier.Point], floor: float | None) -> str:
     attrs = study.user_attrs
     objective = attrs.get("objective") or ("pareto" if pareto else "time-to-accuracy")
     if not pareto and attrs.get("target") is not None:
@@ -111,6 +112,8 @@ def _summary(study: optuna.Study, trials: list[optuna.trial.FrozenTrial], pareto
          else "training seconds until the target accuracy (min)"),
         ("trials", f"{len(trials)} ({outcomes})"),
         ("device shown", device or "none"),
+        ("accuracy floor", floors.of_recipe(attrs.get("recipe")).describe(floor)
+         + ("; points below it are not on the front" if floor is not None else "")),
         ("front", f"{len(front)} configs" if front else "no completed trials yet"),
         ("best accuracy", f"{max(p.accuracy for p in front):.4f}" if front else "-"),
         ("fastest on the front", f"{front[0].seconds:.3f} s" if front else "-"),
@@ -180,10 +183,12 @@ def build(study: optuna.Study, *, device: str | None = None, verdicts: Sequence[
     trials = study.get_trials(deepcopy=False)
     pareto = len(study.directions) == 2
     chosen, note = device_of(trials, device)
-    data = plots.pareto_data(trials, device=chosen, color_by=color_by)
+    floor = floors.resolve(trials, study.user_attrs.get("recipe")) if pareto else None
+    data = plots.pareto_data(trials, device=chosen, color_by=color_by, floor=floor)
     shown = data.device
     by_number = {t.number: t for t in trials}
-    front = frontier.pareto_front(frontier.points(trials, device=shown)) if shown else []
+    front = (frontier.pareto_front(frontier.points(trials, device=shown, floor=floor))
+             if shown else [])
     name = study.study_name
     kind = "speed/accuracy" if pareto else "time-to-accuracy"
 
@@ -194,16 +199,16 @@ def build(study: optuna.Study, *, device: str | None = None, verdicts: Sequence[
         pareto_fig.add_hline(y=float(target), line_dash="dot", line_color="#d62728",
                              annotation_text=f"target {target}", annotation_position="top left")
     sections = [_section("Summary", _note(note) if note else "",
-                         _summary(study, trials, pareto, shown, front)),
+                         _summary(study, trials, pareto, shown, front, floor)),
                 _section("Pareto front", _figure(pareto_fig)),
                 _section("Front configs", _front_table(front, by_number))]
     if verdicts:
         sections.append(_section("Verification", _verification(verdicts)))
 
-    points = frontier.points(trials, device=shown) if shown else []
+    points = frontier.points(trials, device=shown, floor=floor) if shown else []
     if points:
         reference = frontier.default_reference(points)
-        history = frontier.hypervolume_history(trials, reference, device=shown)
+        history = frontier.hypervolume_history(trials, reference, device=shown, floor=floor)
         hv = (f"<p>Reference point: accuracy {reference[0]:g}, {reference[1]:.1f} s "
               f"(1.1 × the slowest completed trial).</p>"
               + _figure(plots.hypervolume_figure(history)))

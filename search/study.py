@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from search.errors import UserError
 from search.files import load_yaml
+from search.floor import BASELINE_ATTR, Floor
 from search.recipe import Recipe
 from search.storage import mask_url, open_storage
 
@@ -43,12 +44,15 @@ def make_sampler(name: str, seed: int, space: Any = None) -> optuna.samplers.Bas
     raise UserError(f"sampler: unknown sampler, got {name!r}")
 
 
-def make_pruner(spec: dict[str, Any]) -> Any:
-    """Our ParetoSuccessiveHalving for pareto studies, Optuna's pruners for
-    time-to-accuracy; ``none`` is None. Bad options are a UserError."""
+def make_pruner(spec: dict[str, Any], floor: Floor | None = None) -> Any:
+    """Our ParetoSuccessiveHalving for pareto studies (ranking against ``floor``),
+    Optuna's pruners for time-to-accuracy; ``none`` is None. Bad options are a
+    UserError."""
     from search.pruning import ParetoSuccessiveHalving
 
     options = {k: v for k, v in spec.items() if k != "name"}
+    if spec["name"] == "pareto-sha":
+        options["floor"] = floor
     makers = {"pareto-sha": ParetoSuccessiveHalving, "none": optuna.pruners.NopPruner,
               "median": optuna.pruners.MedianPruner,
               "successive-halving": optuna.pruners.SuccessiveHalvingPruner,
@@ -77,6 +81,19 @@ class Plan:
     @property
     def objective(self) -> str:
         return self.content["objective"]
+
+    @property
+    def floor(self) -> Floor:
+        from search.floor import of_recipe
+
+        return of_recipe(self.content)
+
+    def pruner(self) -> Any:
+        """Our pruner for a pareto study (None: pruning off); None for time-to-accuracy,
+        whose pruner Optuna holds (``optuna_pruner``)."""
+        if self.objective != "pareto":
+            return None
+        return make_pruner(self.content["pruner"], self.floor)
 
     @classmethod
     def from_content(cls, content: dict[str, Any], *, source: str) -> Plan:
@@ -168,7 +185,7 @@ def open_study(recipe: Recipe, plan: Plan, *, storage: str | None = None,
     study.set_user_attr("objective", recipe.objective)
     study.set_user_attr("target", recipe.target)
     study.set_user_attr("budget", budget)
-    study.enqueue_trial(plan.space.params_of(plan.base))
+    study.enqueue_trial(plan.space.params_of(plan.base), user_attrs={BASELINE_ATTR: True})
     return study
 
 

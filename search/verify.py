@@ -105,12 +105,18 @@ def stored_repeats(study: optuna.Study, device: str | None = None
     return out
 
 
+def _stop_after(ran: int, epochs: int) -> Callable[..., bool]:
+    """An epoch callback that stops a run after ``ran`` of its ``epochs`` epochs."""
+    return lambda epoch, *_: ran <= epoch < epochs
+
+
 def verify(study: optuna.Study, *, top: int, repeats: int, device: str = "auto",
            device_key: str | None = None,
            on_run: Callable[[int, int, Any], None] | None = None) -> list[Verdict]:
     """Re-train the ``top`` most accurate front configs ``repeats`` times each, on this
     machine's ``device``, which must be the device the study measured (``device_key``,
     default: the study's most used one)."""
+    from search import floor as floors
     from search import frontier
     from search.choose import device_of
     from search.config import TrainConfig
@@ -134,7 +140,9 @@ def verify(study: optuna.Study, *, top: int, repeats: int, device: str = "auto",
                         f"measured on {device_key!r}; re-runs must use the same device "
                         f"(and thread count)")
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    front = frontier.pareto_front(frontier.points(trials.values(), device=device_key))
+    floor = floors.resolve(trials.values(), recipe)
+    front = frontier.pareto_front(frontier.points(trials.values(), device=device_key,
+                                                  floor=floor))
     chosen = sorted(front, key=lambda p: -p.accuracy)[:top]
     store = companion(study)
     done = stored_repeats(study, device_key)
@@ -146,7 +154,11 @@ def verify(study: optuna.Study, *, top: int, repeats: int, device: str = "auto",
                           list(done.get(point.number, [])))
         for k in range(len(verdict.repeats), repeats):
             seed = base.seed + 1000 * (k + 1)  # new seeds, far from the search's
-            result = train(base.replace(seed=seed), data, model, device=device)
+            # Stop where the original run stopped (a pruned trial's point is the best of
+            # the epochs it ran), so the repeat measures the same point.
+            ran = (original.user_attrs.get("result") or {}).get("epochs_run") or base.epochs
+            result = train(base.replace(seed=seed), data, model, device=device,
+                           callback=_stop_after(ran, base.epochs))
             trial = store.ask()
             trial.set_user_attr("original", point.number)
             trial.set_user_attr("seed", seed)

@@ -8,6 +8,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
+from search.floor import Floor
 from search.pruning import (
     ParetoSuccessiveHalving,
     hypervolume_contributions,
@@ -69,8 +70,12 @@ def test_nondominated_ranks_empty() -> None:
 
 # --- hypervolume contributions -----------------------------------------------------------
 
-def test_reference_point_is_worst_accuracy_and_padded_slowest() -> None:
-    assert reference_point([(0.5, 5.0), (0.9, 40.0), (0.7, 10.0)]) == (0.5, pytest.approx(44.0))
+def test_reference_point_lies_beyond_the_worst_point() -> None:
+    # Accuracy spread 0.4: 0.04 below the worst accuracy; 1.1 x the slowest seconds.
+    assert reference_point([(0.5, 5.0), (0.9, 40.0), (0.7, 10.0)]) == (
+        pytest.approx(0.46), pytest.approx(44.0))
+    # No spread: at least 0.01 below.
+    assert reference_point([(0.8, 5.0)]) == (pytest.approx(0.79), pytest.approx(5.5))
 
 
 def test_hypervolume_contributions_hand_computed() -> None:
@@ -86,10 +91,13 @@ def test_hypervolume_contributions_equal_points_share_their_area() -> None:
     assert hypervolume_contributions([(0.7, 3.0)] * 2, (0.5, 5.0)) == [0.0, 0.0]
 
 
-def test_fast_trial_that_learned_nothing_loses_to_an_accurate_one() -> None:
-    # Both non-dominated; the fast one sits at the rung's worst accuracy (no area), so
-    # the slower accurate one ranks first although it is the later trial.
-    assert order([(0.2, 0.1), (0.9, 1.0)], [0, 1]) == [1, 0]
+def test_the_fast_end_of_a_front_contributes_and_can_rank_first() -> None:
+    # Fixed bug (search/pruning.py, reference_point): the reference sat at the rung's worst
+    # accuracy, so the fastest point of a front (its least accurate) had no area and
+    # ranked last: the 10x-faster trial 5 was pruned against the baseline (trial 0).
+    # Reference (0.93, 0.55): trial 5 has (0.50-0.05) * (0.94-0.93) = 0.0045, trial 0
+    # (0.55-0.50) * (0.95-0.94) = 0.0005.
+    assert order([(0.94, 0.05), (0.95, 0.50)], [5, 0]) == [0, 1]
 
 
 # --- order --------------------------------------------------------------------------------
@@ -100,8 +108,16 @@ def test_order_front_comes_first() -> None:
 
 def test_order_hypervolume_contribution_then_trial_number() -> None:
     front = [(0.5, 5.0), (0.6, 10.0), (0.8, 20.0), (0.9, 40.0)]
-    # Reference (0.5, 44): contributions 0, 1.0, 4.0, 0.4; ties by number.
+    # Reference (0.46, 44): contributions (10-5)*0.04 = 0.2, (20-10)*0.1 = 1.0,
+    # (40-20)*0.2 = 4.0, (44-40)*0.1 = 0.4.
     assert order(front, [10, 11, 12, 13]) == [2, 1, 3, 0]
+
+
+def test_order_points_worth_having_come_before_the_rest() -> None:
+    # (0.9, 5) dominates everything but is below the floor: it ranks after the others,
+    # which are ranked among themselves first: (0.8, 10) dominates (0.7, 20).
+    points = [(0.7, 20.0), (0.9, 5.0), (0.8, 10.0)]
+    assert order(points, [0, 1, 2], [True, False, True]) == [2, 0, 1]
 
 
 def test_order_equal_points_earlier_trial_wins() -> None:
@@ -109,7 +125,7 @@ def test_order_equal_points_earlier_trial_wins() -> None:
 
 
 def test_order_rejects_mismatched_lengths() -> None:
-    with pytest.raises(ValueError, match="same length, got 2 and 1"):
+    with pytest.raises(ValueError, match="same length, got 2, 1 and 2"):
         order([(0.8, 10.0), (0.7, 10.0)], [0])
 
 
@@ -164,17 +180,20 @@ def test_rungs_rejects(min_resource: Any, eta: Any, message: str) -> None:
 
 # --- point_at -----------------------------------------------------------------------------
 
-def test_point_at_epochs_takes_best_accuracy_so_far() -> None:
+def test_point_at_is_the_point_a_run_stopped_there_would_report() -> None:
     c = curve((0.5, 2.0), (0.7, 4.0), (0.6, 6.0), (0.8, 8.0))
-    assert point_at(c, 3, "epochs") == (0.7, 6.0)
-    assert point_at(c, 2.5, "epochs") == (0.7, 6.0)  # first entry at or past the level
+    # Stopped after epoch 3: best 0.7, first reached at the end of epoch 2 (4 s).
+    assert point_at(c, 3, "epochs") == (0.7, 4.0)
+    assert point_at(c, 2.5, "epochs") == (0.7, 4.0)  # stops at the first entry past it
     assert point_at(c, 1, "epochs") == (0.5, 2.0)
+    assert point_at(c, 4, "epochs") == (0.8, 8.0)
 
 
 def test_point_at_seconds() -> None:
     c = curve((0.5, 2.0), (0.7, 4.0), (0.6, 6.0), (0.8, 8.0))
-    assert point_at(c, 5.0, "seconds") == (0.7, 6.0)
+    assert point_at(c, 5.0, "seconds") == (0.7, 4.0)
     assert point_at(c, 4.0, "seconds") == (0.7, 4.0)
+    assert point_at(c, 7.0, "seconds") == (0.8, 8.0)
 
 
 def test_point_at_not_reached_is_none() -> None:
@@ -214,60 +233,118 @@ def test_pruner_arguments_are_keyword_only() -> None:
 # --- ParetoSuccessiveHalving.prune on real studies ----------------------------------------
 
 def rung_3_study() -> optuna.Study:
-    """Three finished trials whose points at epoch 3 are known; they run on to epoch 9."""
+    """Three trials whose points at epoch 3 are (0.9, 30), (0.8, 20) and (0.7, 25)."""
     s = study()
-    # Points at rung 3 epochs: (0.9, 30), (0.8, 20), (0.7, 25).
-    add(s, curve((0.5, 10.0), (0.9, 20.0), (0.85, 30.0), *[(0.95, 30.0 + e) for e in range(6)]))
-    add(s, curve((0.4, 5.0), (0.6, 12.0), (0.8, 20.0), *[(0.9, 20.0 + e) for e in range(6)]))
+    add(s, rising((0.9, 30.0), 3))
+    add(s, rising((0.8, 20.0), 3))
     add(s, rising((0.7, 25.0), 3), TrialState.PRUNED)
     return s
 
 
+def ranked(rank: int, n: int = 4, kept: int = 1, eta: int = 3, level: int = 3,
+           where: str = "dominated") -> str:
+    return (f"rung {level} epochs: {where}, ranked {rank} of {n} (keeps the front and the "
+            f"top {kept} at eta={eta})")
+
+
 @pytest.mark.parametrize(
     ("own", "rank"),
-    [((0.75, 22.0), 3),  # dominated only by (0.8, 20): front 1 of its own, third
-     ((0.6, 28.0), 4),  # dominated by all three
-     # Front 0 with (0.9, 30) and (0.8, 20); reference (0.7, 33): exclusive areas
-     # (0.8, 20) 0.5, own 0.25, (0.9, 30) 0.15.
-     ((0.85, 25.0), 2),
-     # Front 0 as the fastest, but at the rung's worst accuracy: no area of its own.
-     ((0.6, 15.0), 3)],
+    [((0.75, 22.0), 3),  # dominated by (0.8, 20) only: after front 0's two points
+     ((0.6, 28.0), 4)],  # dominated by all three
 )
-def test_prune_prunes_all_but_first_of_four_at_eta_3(own: tuple[float, float], rank: int) -> None:
+def test_prune_stops_dominated_trials_in_the_documented_order(own: tuple[float, float],
+                                                              rank: int) -> None:
     s = rung_3_study()
     trial = s.ask()
-    reason = ParetoSuccessiveHalving(eta=3).prune(s, trial.number, rising(own, 3))
-    assert reason == (f"rung 3 epochs: ranked {rank} of 4 by non-dominated sorting "
-                      "(keeps top 1 at eta=3)")
+    assert ParetoSuccessiveHalving(eta=3).prune(s, trial.number, rising(own, 3)) == ranked(rank)
 
 
-def test_prune_third_of_four_at_eta_3_is_pruned() -> None:
-    # Syne Tune's MOASHA, read literally, would let the third of four continue.
+@pytest.mark.parametrize(
+    "own",
+    [(0.85, 25.0),  # between the two front points: ranked 2 of 4, outside the top 1
+     (0.6, 15.0),  # the fastest, and the least accurate: the fast end of the front
+     (0.95, 10.0)],  # dominates every other point
+)
+def test_prune_keeps_every_trial_on_the_front(own: tuple[float, float]) -> None:
     s = rung_3_study()
     trial = s.ask()
-    reason = ParetoSuccessiveHalving(eta=3).prune(s, trial.number, rising((0.75, 22.0), 3))
-    assert reason == "rung 3 epochs: ranked 3 of 4 by non-dominated sorting (keeps top 1 at eta=3)"
+    assert ParetoSuccessiveHalving(eta=3).prune(s, trial.number, rising(own, 3)) is None
 
 
-def test_prune_keeps_the_first_ranked() -> None:
-    s = rung_3_study()
+def test_prune_keeps_the_10x_faster_trial_against_the_baseline() -> None:
+    # The case of the issue: a trial 10x faster than the baseline at 0.01 less accuracy.
+    s = study()
+    add(s, rising((0.95, 0.50), 3), baseline=True)
     trial = s.ask()
-    # (0.95, 10) dominates every other point at the rung.
-    assert ParetoSuccessiveHalving(eta=3).prune(s, trial.number, rising((0.95, 10.0), 3)) is None
+    assert ParetoSuccessiveHalving(eta=3).prune(s, trial.number, rising((0.94, 0.05), 3)) is None
 
 
-def test_prune_keeps_n_over_eta() -> None:
+def test_prune_keeps_n_over_eta_beyond_the_front() -> None:
     s = rung_3_study()
+    add(s, rising((0.78, 21.0), 3))  # dominated by (0.8, 20); dominates (0.7, 25)
     trial = s.ask()
-    # At eta=2, 4 trials keep 2: rank 2 continues, rank 3 does not.
+    # At eta=2, 5 trials keep 2. (0.75, 22) is dominated by (0.8, 20) and (0.78, 21):
+    # front 1 is {(0.78, 21)}, then (0.75, 22), then (0.7, 25); it ranks 4th of 5.
     pruner = ParetoSuccessiveHalving(eta=2, min_resource=3)
-    c = rising((0.85, 25.0), 3)
-    assert pruner.prune(s, trial.number, c) is None  # front 0, rank 2
-    trial.set_user_attr("curve", c)
+    assert pruner.prune(s, trial.number, rising((0.75, 22.0), 3)) == ranked(4, 5, 2, 2)
+    # Front 1, ranked 3rd of 5: outside the top 2 and off the front.
     trial = s.ask()
-    # Behind the three of front 0: (0.9, 30), (0.8, 20), (0.85, 25).
-    assert pruner.prune(s, trial.number, rising((0.75, 22.0), 3)) == (
-        "rung 3 epochs: ranked 4 of 5 by non-dominated sorting (keeps top 2 at eta=2)")
+    assert pruner.prune(s, trial.number, rising((0.79, 20.5), 3)) == ranked(3, 5, 2, 2)
+
+
+def test_prune_keeps_a_dominated_trial_within_the_top_n_over_eta() -> None:
+    s = rung_3_study()
+    for point in [(0.5, 40.0), (0.45, 41.0), (0.4, 42.0), (0.35, 43.0), (0.3, 44.0)]:
+        add(s, rising(point, 3))
+    trial = s.ask()
+    # 9 trials keep 3: front 0 takes two places, (0.75, 22) is third.
+    assert ParetoSuccessiveHalving(eta=3).prune(s, trial.number, rising((0.75, 22.0), 3)) is None
+
+
+def floor_study() -> optuna.Study:
+    """A complete baseline: 0.80 after 1 s, 0.90 after 2 s, 0.95 after 3 s."""
+    s = study()
+    add(s, curve((0.80, 1.0), (0.90, 2.0), (0.95, 3.0)), baseline=True)
+    return s
+
+
+def test_prune_ranks_a_point_below_the_floor_after_the_others() -> None:
+    s = floor_study()
+    trial = s.ask()
+    pruner = ParetoSuccessiveHalving(eta=3, floor=Floor(below_baseline=0.05))
+    # At 2.5 s the baseline was at 0.925 (between 0.90 and 0.95): the floor is 0.875.
+    # (0.70, 2.5) is faster than the baseline (non-dominated) but below it.
+    assert pruner.prune(s, trial.number, rising((0.70, 2.5), 3)) == ranked(
+        2, 2, where="below the accuracy floor")
+    # Without a floor the same point is on the front and continues.
+    assert ParetoSuccessiveHalving(eta=3).prune(s, trial.number, rising((0.70, 2.5), 3)) is None
+    # At or above the rung's floor it is worth having, and on the front.
+    assert pruner.prune(s, trial.number, rising((0.88, 2.5), 3)) is None
+
+
+def test_prune_floor_compares_at_equal_seconds_not_equal_epochs() -> None:
+    s = floor_study()
+    trial = s.ask()
+    pruner = ParetoSuccessiveHalving(eta=3, floor=Floor(below_baseline=0.05))
+    # Three cheap epochs in 0.5 s, half the baseline's first: held to half its accuracy
+    # there (0.40), less the margin: 0.35.
+    assert pruner.prune(s, trial.number, rising((0.36, 0.5), 3)) is None
+    assert pruner.prune(s, trial.number, rising((0.34, 0.5), 3)) is not None
+    # Between the baseline's epochs, interpolated: 0.85 at 1.5 s, floor 0.80.
+    assert pruner.prune(s, trial.number, rising((0.81, 1.5), 3)) is None
+    assert pruner.prune(s, trial.number, rising((0.79, 1.5), 3)) is not None
+    # An absolute floor is shifted by the baseline's final margin: 0.95 - 0.90 = 0.05.
+    absolute = ParetoSuccessiveHalving(eta=3, floor=Floor(accuracy=0.90))
+    assert absolute.prune(s, trial.number, rising((0.87, 2.5), 3)) is not None
+    assert absolute.prune(s, trial.number, rising((0.88, 2.5), 3)) is None
+
+
+def test_prune_never_stops_the_baseline() -> None:
+    s = study()
+    add(s, rising((0.99, 1.0), 3))
+    trial = s.ask()
+    trial.set_user_attr("baseline", True)
+    assert ParetoSuccessiveHalving(eta=3).prune(s, trial.number, rising((0.5, 20.0), 3)) is None
 
 
 def test_prune_counts_running_trials_and_skips_failed_and_unreached() -> None:
@@ -279,8 +356,7 @@ def test_prune_counts_running_trials_and_skips_failed_and_unreached() -> None:
     s.add_trial(create_trial(state=TrialState.COMPLETE, values=[0.1, 1.0]))  # no curve
     trial = s.ask()
     pruner = ParetoSuccessiveHalving(eta=3, min_trials_at_rung=2)
-    reason = pruner.prune(s, trial.number, rising((0.5, 20.0), 3))
-    assert reason == "rung 3 epochs: ranked 2 of 2 by non-dominated sorting (keeps top 1 at eta=3)"
+    assert pruner.prune(s, trial.number, rising((0.5, 20.0), 3)) == ranked(2, 2)
 
 
 def test_prune_waits_for_min_trials_at_rung() -> None:
@@ -310,8 +386,7 @@ def test_prune_decides_rung_1_at_the_first_epoch() -> None:
     add(s, rising((0.9, 10.0), 3))
     trial = s.ask()
     pruner = ParetoSuccessiveHalving(eta=3, min_trials_at_rung=2)
-    reason = pruner.prune(s, trial.number, curve((0.1, 9.0)))
-    assert reason == "rung 1 epochs: ranked 2 of 2 by non-dominated sorting (keeps top 1 at eta=3)"
+    assert pruner.prune(s, trial.number, curve((0.1, 9.0))) == ranked(2, 2, level=1)
 
 
 def test_prune_uses_own_curve_not_the_stored_one() -> None:
@@ -329,8 +404,8 @@ def test_prune_by_seconds_decides_the_highest_rung_crossed() -> None:
                                      min_resource=1.0)
     # One epoch of 12 seconds crosses rungs 1, 3 and 9 at once; rung 9 is decided.
     reason = pruner.prune(s, trial.number, curve((0.4, 12.0)))
-    assert reason == (
-        "rung 9 seconds: ranked 2 of 2 by non-dominated sorting (keeps top 1 at eta=3)")
+    assert reason == ("rung 9 seconds: dominated, ranked 2 of 2 (keeps the front and the "
+                      "top 1 at eta=3)")
 
 
 def test_prune_compares_only_trials_on_the_same_device() -> None:
@@ -344,7 +419,7 @@ def test_prune_compares_only_trials_on_the_same_device() -> None:
     assert pruner.prune(s, trial.number, rising((0.5, 40.0), 3)) is None
 
 
-def test_tpe_keeps_sampling_when_many_trials_are_pruned() -> None:
+def test_tpe_keeps_sampling_when_stopped_trials_complete_with_their_points() -> None:
     s = optuna.create_study(
         directions=["maximize", "minimize"],
         sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5),
@@ -355,20 +430,19 @@ def test_tpe_keeps_sampling_when_many_trials_are_pruned() -> None:
         x = trial.suggest_float("x", 0.0, 1.0)
         c: list[dict[str, Any]] = []
         for epoch in range(1, 10):
-            # More x: more accurate and slower, so every trial is a trade-off.
-            c.append({"epoch": epoch, "seconds": epoch * (1.0 + x),
-                      "accuracy": x * (1.0 - 0.5**epoch), "loss": 1.0})
+            # More x: less accurate and no faster: most trials are dominated.
+            c.append({"epoch": epoch, "seconds": epoch * 1.0,
+                      "accuracy": (1.0 - x) * (1.0 - 0.5**epoch), "loss": 1.0})
             trial.set_user_attr("curve", c)
             reason = pruner.prune(s, trial.number, c)
             if reason is not None:
+                trial.set_user_attr("outcome", "pruned")
                 trial.set_user_attr("reason", reason)
-                s.tell(trial, state=TrialState.PRUNED)
                 break
-        else:
-            s.tell(trial, [max(e["accuracy"] for e in c), c[-1]["seconds"]])
-    pruned = s.get_trials(states=(TrialState.PRUNED,))
+        s.tell(trial, list(point_at(c, c[-1]["epoch"], "epochs")))
+    pruned = [t for t in s.trials if t.user_attrs.get("outcome") == "pruned"]
     assert len(pruned) >= 10
     assert all(t.user_attrs["reason"].startswith("rung ") for t in pruned)
-    assert s.get_trials(states=(TrialState.COMPLETE,))
+    assert all(t.state == TrialState.COMPLETE for t in s.trials)
     nxt = s.ask()
     assert 0.0 <= nxt.suggest_float("x", 0.0, 1.0) <= 1.0

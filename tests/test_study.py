@@ -175,8 +175,9 @@ def test_random_sampler_repeats_its_params_for_the_same_recipe_and_seed(tmp_path
 
 # The baseline (lr 3e-3, inside the range so trial 0 is the baseline) learns in one epoch;
 # an lr near 1e-7 does not. With seed 2 the random sampler draws lr 9e-6, 1.3e-7, 2.9e-5
-# for trials 1-3, so at the first rung (eta 2: keep 1 of 3) trial 2 has the worst accuracy
-# there, adds no hypervolume, and must lose to the baseline whatever the seconds.
+# for trials 1-3, so at the first rung trial 2 is at chance level, far below the accuracy
+# the baseline had reached in the same seconds: below the floor, it must lose whatever
+# its seconds.
 PRUNE_SPACE = "lr: {low: 1.0e-7, high: 3.0e-3, log: true}\n"
 PRUNE_SEED = 2
 
@@ -198,16 +199,19 @@ def test_pareto_sha_trains_fewer_epochs_than_no_pruning(tmp_path: Path) -> None:
     assert epochs_trained(unpruned) == 4 * 2
     assert epochs_trained(pruned) < epochs_trained(unpruned)
 
-    stopped = [t for t in pruned.trials if t.state == TrialState.PRUNED]
-    assert pruned.trials[0].state == TrialState.COMPLETE  # the baseline leads every rung
+    stopped = [t for t in pruned.trials if t.user_attrs["outcome"] == "pruned"]
+    assert pruned.trials[0].user_attrs["outcome"] == "completed"  # the baseline runs on
     assert pruned.trials[2] in stopped and len(pruned.trials[2].user_attrs["curve"]) == 1
     for t in stopped:
-        assert t.user_attrs["outcome"] == "pruned"
+        # Every measured point counts: a stopped trial completes with the point it reached.
+        assert t.state == TrialState.COMPLETE
         curve = t.user_attrs["curve"]
+        assert t.values == [t.user_attrs["result"]["accuracy"], t.user_attrs["result"]["seconds"]]
+        assert t.values[0] == max(e["accuracy"] for e in curve)
         assert 1 <= len(curve) <= 2 and curve[-1]["epoch"] == len(curve)
-        # Pruned at the rung its curve ended on (rungs at 1 and 2 epochs for eta 2).
-        assert re.match(rf"rung {len(curve)} epochs: ranked \d+ of \d+ ",
-                        t.user_attrs["reason"]), t.user_attrs["reason"]
+        # Stopped at the rung its curve ended on (rungs at 1 and 2 epochs for eta 2).
+        assert re.match(rf"rung {len(curve)} epochs: (dominated|below the accuracy floor), "
+                        rf"ranked \d+ of \d+ ", t.user_attrs["reason"]), t.user_attrs["reason"]
         assert t.user_attrs["result"]["epochs_run"] == len(curve)
     assert finished_count(pruned) == 4
 
