@@ -72,6 +72,15 @@ class TrialError(Exception):
     after several in a row."""
 
 
+def judged(config: TrainConfig, epoch: int) -> bool:
+    """Whether the pruner judges a trial after ``epoch``: never after the last (stopping
+    then saves nothing), and not after the first when the model is compiled: its first
+    epoch holds the whole compile cost (a user pays it, so it stays in the seconds), which
+    says nothing yet about how fast the compiled model trains; its first decision is at
+    the next rung."""
+    return epoch < config.epochs and not (config.compile and epoch == 1)
+
+
 @dataclass
 class Objective:
     """Callable for ``study.optimize``: samples a config, trains it, reports the result."""
@@ -126,7 +135,7 @@ class Objective:
                     return (f"pruned by {type(trial.study.pruner).__name__} at epoch {epoch} "
                             f"({seconds:.2f} s)")
                 return None
-            if self.pruner is not None and epoch < config.epochs:  # the last saves nothing
+            if self.pruner is not None and judged(config, epoch):
                 return self.pruner.prune(trial.study, trial.number, curve)
             return None
 

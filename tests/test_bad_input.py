@@ -165,6 +165,12 @@ CASES = [
     Case("unknown sampler flag", lambda t: (["run", str(recipe(t)), "--sampler", "bayes"],
                                             ["--sampler", "bayes"])),
     Case("unknown pruner", lambda t: run_case(recipe(t, pruner="asha"), ["pruner", "asha"])),
+    Case("floor above 1", lambda t: run_case(recipe(t, floor={"accuracy": 1.5}),
+                                             ["floor.accuracy", "1.5"])),
+    Case("floor both ways", lambda t: run_case(
+        recipe(t, floor={"accuracy": 0.9, "below_baseline": 0.05}), ["floor"])),
+    Case("floor unknown key", lambda t: run_case(recipe(t, floor={"above": 0.5}),
+                                                 ["floor.above", "unknown key"])),
     Case("bad pruner option", lambda t: run_case(
         recipe(t, pruner={"name": "pareto-sha", "eta": 1}), ["pruner", "eta"])),
     # Errors found while loading the data and the model name the recipe file.

@@ -4,15 +4,21 @@ write its JSON record."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import optuna
+import pytest
 import torch
 
-from benchmarks import tasks
+from benchmarks import efficiency, peers, tasks
+from search import frontier
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,12 +49,70 @@ def test_speedup_with_a_tiny_search(tmp_path: Path) -> None:
         assert all(r["tflops"] > 0 for r in record["runs"])
 
 
-def test_efficiency_with_a_tiny_budget(tmp_path: Path) -> None:
+def test_efficiency_runs_every_available_arm_and_scores_all_its_points(tmp_path: Path
+                                                                       ) -> None:
+    """Arms whose peer is missing (no syne-tune; no optunahub or no local registry in
+    $OPTUNAHUB_REGISTRY) are skipped with a reason; every other arm searched, and its
+    hypervolume is that of all its measured points within the budget."""
     last, record = bench("efficiency", "--budget", "2", "--seeds", "1", "--quick",
                          out=tmp_path / "e.json")
-    assert re.fullmatch(r"budget_ratio_vs_random: (\d+\.\d{3}|inf|nan)", last), last
-    assert set(record["runs"]) == {"a: tpe + pareto-sha", "b: nsga2", "c: random"}
+    assert re.fullmatch(r"hypervolume_ratio_vs_best_peer: (\d+\.\d{3}|inf|nan)", last), last
+    runs, skipped = record["runs"], record["skipped"]
+    assert sorted([*runs, *skipped]) == sorted(efficiency.ARMS)
+    assert ("b: moasha" in runs) == (importlib.util.find_spec("syne_tune") is not None)
+    hub = importlib.util.find_spec("optunahub") is not None and os.environ.get(peers.HUB_ENV)
+    assert ("c: hub-median" in runs) == bool(hub)
+    reference = tuple(record["reference"])
+    for arm, (run,) in runs.items():
+        first = run["records"][0]
+        assert first["number"] == 0 and first["point"] is not None, arm  # the baseline
+        spent, points = 0.0, []
+        for r in run["records"]:
+            spent += r["spent"]
+            if spent <= 2 and r["point"] is not None:
+                points.append(frontier.Point(r["number"], *r["point"]))
+        assert run["hypervolume"] == pytest.approx(frontier.hypervolume(points, reference))
     assert (tmp_path / "e.html").is_file()  # the curves
+
+
+def _peer_pruner(name: str) -> Any:
+    if name == "ours":
+        from search.study import make_pruner
+
+        return make_pruner({"name": "pareto-sha", "eta": 3, "min_resource": 1,
+                            "resource": "epochs"})
+    try:
+        if name == "moasha":
+            return peers.MOASHAPruner(eta=3, min_resource=1, max_resource=10, seed=0)
+        return peers.HubMedianPruner(peers.load_hub(None))
+    except peers.Unavailable as e:
+        pytest.skip(str(e))
+
+
+@pytest.mark.parametrize("name", ["ours", "moasha", "hub-median"])
+def test_each_pruner_stops_a_trial_every_other_trial_dominates(name: str) -> None:
+    """The adapters drive the peers through our pruner's interface: after four good
+    trials, a trial slower and less accurate at every epoch is stopped by the third."""
+    pruner = _peer_pruner(name)
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                pruner=getattr(pruner, "study_pruner", None))
+
+    def run(accuracy: float, seconds: float) -> str | None:
+        trial, curve = study.ask(), []
+        trial.set_user_attr("curve", curve)
+        for epoch in range(1, 4):
+            curve.append({"epoch": epoch, "seconds": seconds * epoch, "loss": 1.0,
+                          "accuracy": accuracy + 0.01 * epoch})
+            trial.set_user_attr("curve", curve)
+            reason = pruner.prune(study, trial.number, curve)
+            if reason:
+                break
+        study.tell(trial, [max(e["accuracy"] for e in curve), curve[-1]["seconds"]])
+        return reason
+
+    for i in range(4):
+        run(0.9 + 0.01 * i, 0.1 + 0.01 * i)
+    assert run(0.3, 1.0)
 
 
 def test_the_cifar_sized_task_is_cifar_shaped_and_learnable() -> None:

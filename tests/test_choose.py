@@ -294,3 +294,43 @@ def test_choose_by_trial_number_refuses_pruned_and_diverged(url: str) -> None:
         with pytest.raises(UserError, match=f"--trial: no completed trial {number} in study "
                                             "'hand'"):
             chooser.choose(trials, "hand", trial=number)
+
+
+# -- the accuracy floor ----------------------------------------------------------------------
+
+
+def floored_study(tmp_path: Path, floor: Any = None) -> str:
+    """Baseline (trial 0, marked as enqueued) at 0.95 in 2 s; trial 1 at 0.80 in 0.1 s is
+    below the default floor (0.95 - 0.05 = 0.90); trial 2 at 0.92 in 1 s is above it."""
+    storage = f"sqlite:///{tmp_path / 'floor.db'}"
+    trials = [completed(0, 0.95, 2.0), completed(1, 0.80, 0.1), completed(2, 0.92, 1.0)]
+    trials[0].user_attrs["baseline"] = True
+    study = make_study(storage, "floor", trials)
+    if floor is not None:
+        study.set_user_attr("recipe", {**RECIPE, "name": "floor", "floor": floor})
+    return storage
+
+
+def test_a_point_below_the_floor_is_never_chosen(tmp_path: Path) -> None:
+    storage = floored_study(tmp_path)
+    # Within 0.5 s only trial 1 fits, and it is below the floor: nothing to choose.
+    result = invoke("best", "floor", "--storage", storage, "--max-seconds", "0.5")
+    assert result.exit_code == 2
+    assert best_json(storage, "--max-seconds", "1.5", name="floor")["trial"] == 2
+    assert best_json(storage, "--min-accuracy", "0.5", name="floor")["trial"] == 2
+
+
+def test_the_floor_follows_the_recipe(tmp_path: Path) -> None:
+    # An absolute floor of 0.75 admits trial 1; `none` turns the floor off.
+    for i, floor in enumerate(({"accuracy": 0.75}, "none")):
+        (tmp_path / str(i)).mkdir()
+        storage = floored_study(tmp_path / str(i), floor)
+        assert best_json(storage, "--max-seconds", "0.5", name="floor")["trial"] == 1
+
+
+def test_status_says_the_floor_and_how_many_points_are_below_it(tmp_path: Path) -> None:
+    storage = floored_study(tmp_path)
+    result = invoke("status", "floor", "--storage", storage)
+    assert result.exit_code == 0, result.output
+    assert "front 2" in result.stdout
+    assert "accuracy floor 0.9000 (0.05 below the baseline), 1 below it" in result.stdout

@@ -187,3 +187,37 @@ def test_train_with_a_foreign_config_is_one_line(tmp_path: Path, recipe: Path) -
     path.write_text("format: other\n", encoding="utf-8")
     result = invoke("train", str(recipe), "--config", str(path), "--device", "cpu")
     fm.one_error_line(result, str(path), "format")
+
+
+def test_a_stopped_trials_point_is_exported_and_reproduced_by_retraining(tmp_path: Path
+                                                                         ) -> None:
+    """Every measured point counts: a trial the pruner stopped after epoch 1 of 2 is a
+    complete trial with its point; its export says where to stop, and training its config
+    (same schedule length, same seed) for that many epochs lands on the same accuracy."""
+    from search.data import DataSpec
+    from search.data import load as load_data
+    from search.engine import train
+    from search.models import ModelSpec
+    from tests.test_study import PRUNE_SEED, PRUNE_SPACE, run_recipe
+
+    path = fm.write_recipe(tmp_path, PRUNE_SPACE, trials=4, seed=PRUNE_SEED,
+                           pruner={"name": "pareto-sha", "eta": 2, "min_resource": 1})
+    study = run_recipe(path)
+    stopped = study.trials[2]
+    assert stopped.user_attrs["outcome"] == "pruned"
+    assert stopped.state == optuna.trial.TrialState.COMPLETE
+    storage = f"sqlite:///{tmp_path / 'tiny.db'}"
+    out = tmp_path / "stopped.yaml"
+    result = invoke("export", "tiny", "--storage", storage, "--trial", "2", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    record = yaml.safe_load(out.read_text())
+    assert record["measured"]["outcome"] == "pruned"
+    assert record["reproduce"] == {**record["reproduce"], "epochs": 2, "stop_after_epochs": 1}
+    assert record["measured"]["accuracy"] == stopped.values[0]
+
+    config = search.load_config(out)
+    data = load_data(DataSpec("digits", classes=(5, 6, 7, 8, 9)))
+    again = train(config, data, ModelSpec("cnn", weights="pretrained:digits-0-4"),
+                  device="cpu", callback=lambda epoch, *_: epoch >= 1)
+    assert again.epochs_run == 1
+    assert again.accuracy == record["measured"]["accuracy"]

@@ -446,3 +446,16 @@ def test_tpe_keeps_sampling_when_stopped_trials_complete_with_their_points() -> 
     assert all(t.state == TrialState.COMPLETE for t in s.trials)
     nxt = s.ask()
     assert 0.0 <= nxt.suggest_float("x", 0.0, 1.0) <= 1.0
+
+
+def test_a_compiled_trial_is_first_judged_after_its_compile_epoch() -> None:
+    from search.config import TrainConfig
+    from search.objective import judged
+
+    eager, compiled = TrainConfig(epochs=9), TrainConfig(epochs=9, compile=True)
+    assert [judged(eager, e) for e in (1, 2, 3, 9)] == [True, True, True, False]
+    assert [judged(compiled, e) for e in (1, 2, 3, 9)] == [False, True, True, False]
+    # Rung 1 is crossed only at epoch 1, so a compiled trial's first decision is rung 3.
+    pruner = ParetoSuccessiveHalving(eta=3)
+    assert pruner._rung_crossed(rising((0.5, 3.0), 1)) == 1.0
+    assert pruner._rung_crossed(rising((0.5, 3.0), 2)) is None

@@ -19,6 +19,7 @@ from search import space as spaces
 from search.config import TrainConfig
 from search.errors import UserError
 from search.loop import finished_count, optimize_recipe
+from search.objective import time_steps
 from search.pruning import ParetoSuccessiveHalving
 from search.study import make_pruner, make_sampler, open_study, plan_for
 from tests import faultmodels as fm
@@ -230,6 +231,35 @@ def test_time_to_accuracy_prunes_an_unreachable_target_as_unreached(tmp_path: Pa
                         t.user_attrs["reason"])
         assert len(t.user_attrs["curve"]) == 2
         assert max(e["accuracy"] for e in t.user_attrs["curve"]) < 0.999
+
+
+def test_time_steps_are_a_shared_grid_of_training_milliseconds() -> None:
+    # 10 ms * sqrt(2)**k: 10, 14, 20, 28, 40, 57, 80, 113, 160, ...
+    assert time_steps(0.0, 0.1) == [10, 14, 20, 28, 40, 57, 80]
+    assert time_steps(0.1, 0.15) == [113]
+    assert time_steps(0.15, 0.155) == []  # an epoch inside one grid interval reports none
+    assert time_steps(0.0, 0.005) == []
+
+
+def test_time_to_accuracy_reports_to_optunas_pruner_at_equal_seconds(tmp_path: Path) -> None:
+    # Two batch sizes: different epoch lengths, so epochs end at different seconds; the
+    # steps are the same grid of milliseconds for both, so the median pruner compares
+    # their validation error at equal training time, not at equal epoch counts.
+    study = run_recipe(fm.write_recipe(
+        tmp_path, "batch_size: {choices: [32, 256]}\n", epochs=2, trials=3,
+        objective="time-to-accuracy", target=0.999,
+        pruner={"name": "median", "n_startup_trials": 1}))
+    grid = set(time_steps(0.0, 1000.0))
+    for t in study.trials:
+        curve = t.user_attrs["curve"]
+        steps = sorted(t.intermediate_values)
+        assert steps and set(steps) <= grid
+        # Every grid time up to the end of the last epoch run was reported.
+        assert steps == time_steps(0.0, curve[-1]["seconds"])
+        # The value at a step is the error of the first epoch that ended at or after it.
+        first = curve[0]
+        for step in time_steps(0.0, first["seconds"]):
+            assert t.intermediate_values[step] == pytest.approx(1.0 - first["accuracy"])
 
 
 def test_time_to_accuracy_stops_at_the_epoch_that_reaches_the_target(tmp_path: Path) -> None:
