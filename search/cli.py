@@ -303,9 +303,10 @@ def export(name: str, storage: str | None, device_key: str | None, min_accuracy:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="HTML (default: studies/NAME-pareto.html) or .png (needs kaleido).")
 @click.option("--color-by", default=None, help="Colour points by this param, e.g. precision.")
-@click.option("--log-time", is_flag=True, help="Log-scale seconds axis.")
+@click.option("--log-time/--linear-time", default=None,
+              help="Seconds axis scale (default: log when the times span over 30x).")
 def pareto(name: str, storage: str | None, device_key: str | None, output: str | None,
-           color_by: str | None, log_time: bool) -> None:
+           color_by: str | None, log_time: bool | None) -> None:
     """Draw the speed/accuracy front of study NAME (interactive HTML)."""
     from search import choose as chooser
     from search import floor as floors
@@ -345,9 +346,10 @@ def _verdicts(study: Any, device: str | None) -> Any:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="HTML file (default: studies/NAME-report.html).")
 @click.option("--color-by", default=None, help="Colour the front's points by this param.")
-@click.option("--log-time", is_flag=True, help="Log-scale seconds axis.")
+@click.option("--log-time/--linear-time", default=None,
+              help="Seconds axis scale (default: log when the times span over 30x).")
 def report(name: str, storage: str | None, device_key: str | None, output: str | None,
-           color_by: str | None, log_time: bool) -> None:
+           color_by: str | None, log_time: bool | None) -> None:
     """Write one self-contained HTML page about study NAME."""
     from search import choose as chooser
     from search import report_html

@@ -85,15 +85,14 @@ class Floor:
         return _interpolate(baseline_curve, seconds) - margin
 
     def describe(self, resolved: float | None) -> str:
-        """One phrase for status lines and the report."""
+        """The floor in a few words, for status lines and the report."""
         if self.off:
-            return "no accuracy floor"
+            return "none"
         if self.accuracy is not None:
-            return f"accuracy floor {self.accuracy:.4f}"
+            return f"{self.accuracy:.4f}"
         if resolved is None:
-            return (f"accuracy floor {self.below_baseline:g} below the baseline "
-                    f"(baseline not measured yet)")
-        return f"accuracy floor {resolved:.4f} ({self.below_baseline:g} below the baseline)"
+            return f"{self.below_baseline:g} below the baseline (not measured yet)"
+        return f"{resolved:.4f} ({self.below_baseline:g} below the baseline)"
 
     def to_mapping(self) -> dict[str, float] | None:
         if self.accuracy is not None:

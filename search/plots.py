@@ -50,6 +50,7 @@ __all__ = [
 MISSING = "n/a"  # the colour value of a trial without the color_by param
 FADED = 0.35  # opacity of dominated and pruned points
 BELOW = 0.2  # opacity of points below the accuracy floor
+LOG_SPAN = 30.0  # slowest / fastest seconds drawn above which the time axis is log
 HEIGHT = 480  # pixels, every figure
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
@@ -234,7 +235,16 @@ def _layout(fig: go.Figure, title: str, x: str, y: str, **extra: Any) -> go.Figu
     return fig
 
 
-def pareto_figure(data: ParetoData, *, log_time: bool = False, title: str = "",
+def auto_log_time(data: ParetoData) -> bool:
+    """A log seconds axis when the points drawn span more than ``LOG_SPAN`` x: on a
+    linear axis the fast end of such a front (the configs this tool is for) is a smudge
+    at zero next to one slow trial."""
+    seconds = [m.seconds for m in (*data.front, *data.dominated, *data.pruned, *data.below)
+               if m.seconds > 0]
+    return bool(seconds) and max(seconds) > LOG_SPAN * min(seconds)
+
+
+def pareto_figure(data: ParetoData, *, log_time: bool | None = None, title: str = "",
                   verdicts: Sequence[Any] | None = None) -> go.Figure:
     """Seconds on x, validation accuracy on y: the front as a step line with markers,
     dominated points faded, pruned ones faded and hollow, one colour per value of
@@ -287,6 +297,8 @@ def pareto_figure(data: ParetoData, *, log_time: bool = False, title: str = "",
         fig.add_hline(y=data.floor, line_dash="dot", line_color=OTHER_COLOR,
                       annotation_text=f"accuracy floor {data.floor:.3f}",
                       annotation_position="bottom right")
+    if log_time is None:
+        log_time = auto_log_time(data)
     _layout(fig, title, SECONDS_TITLE + (" (log)" if log_time else ""), "validation accuracy",
             legend_title_text=_text(data.color_by or ""), hovermode="closest")
     fig.update_layout(title={"subtitle": {"text": subtitle}} if title else None)

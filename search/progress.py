@@ -51,7 +51,8 @@ class Progress:
 
     def on_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         outcome = trial.user_attrs.get("outcome")
-        if trial.state == optuna.trial.TrialState.PRUNED:
+        # A stopped pareto trial completes with its point: count it by its outcome.
+        if outcome in ("pruned", "unreached") or trial.state == optuna.trial.TrialState.PRUNED:
             self.counts["pruned"] += 1
         elif trial.state == optuna.trial.TrialState.FAIL or outcome in ("diverged", "oom"):
             self.counts["failed"] += 1

@@ -85,7 +85,7 @@ def status(storage: str, name: str | None = None) -> list[dict[str, Any]]:
             "outcomes": frontier.outcome_counts(trials),
             "floor": floor,
             "floor_text": (floors.of_recipe(study.user_attrs.get("recipe")).describe(floor)
-                           if pareto else "no accuracy floor (time-to-accuracy)"),
+                           if pareto else "none (time-to-accuracy)"),
             "below_floor": sum(frontier.below_floor(t, floor) for t in trials),
             "front_size": len(front),
             "best_accuracy": max((p.accuracy for p in front), default=None),
@@ -106,5 +106,6 @@ def status_table(rows: list[dict[str, Any]]) -> str:
         running = ", ".join(map(str, r["running"])) or "none"
         out.append(f"{r['study']} ({r['objective']}): {r['trials']} trials: {counts}; "
                    f"front {r['front_size']}, best accuracy {best}, fastest {fast}; "
-                   f"{r['floor_text']}, {r['below_floor']} below it; running now: {running}")
+                   f"accuracy floor {r['floor_text']}, {r['below_floor']} below it; "
+                   f"running now: {running}")
     return "\n".join(out)

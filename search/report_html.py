@@ -172,7 +172,7 @@ def _devices(trials: list[optuna.trial.FrozenTrial], shown: str | None, note: st
 
 
 def build(study: optuna.Study, *, device: str | None = None, verdicts: Sequence[Any] | None = None,
-          color_by: str | None = None, log_time: bool = False) -> str:
+          color_by: str | None = None, log_time: bool | None = None) -> str:
     """The report page of ``study`` as one HTML string (see the module docstring).
 
     ``device``: the device key to show (default: the one with the most feasible trials; an

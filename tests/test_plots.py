@@ -289,6 +289,18 @@ def test_pareto_figure_one_trace_per_colour_and_set_with_one_legend_entry_each()
 def test_pareto_figure_log_time() -> None:
     data = plots.pareto_data(mixed_study().trials, device=CPU)
     assert plots.pareto_figure(data, log_time=True).layout.xaxis.type == "log"
+    assert plots.pareto_figure(data, log_time=False).layout.xaxis.type != "log"
+
+
+def test_pareto_figure_goes_log_when_the_times_span_more_than_30x() -> None:
+    data = plots.pareto_data(mixed_study().trials, device=CPU)
+    seconds = [m.seconds for m in (*data.front, *data.dominated, *data.pruned)]
+    wide = max(seconds) > plots.LOG_SPAN * min(seconds)
+    assert plots.auto_log_time(data) == wide
+    assert (plots.pareto_figure(data).layout.xaxis.type == "log") == wide
+    fast = data.front[0]._replace(seconds=min(seconds) / 100)
+    wider = data._replace(front=(fast, *data.front[1:]))
+    assert plots.pareto_figure(wider).layout.xaxis.type == "log"
 
 
 def test_pareto_figure_verdicts_error_bars_and_flags() -> None:
