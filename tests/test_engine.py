@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import pytest
+import torch
 
 from search import optimizers
 from search.config import TrainConfig
@@ -194,3 +195,21 @@ def test_compiled_model_trains() -> None:
     assert result.outcome == "completed", result.reason
     assert result.accuracy > 0.3
     assert result.config["compile"] is True
+
+
+def test_flops_are_counted_once_per_architecture_and_trainable_set() -> None:
+    from search import timing
+    from search.models import SmallCNN
+
+    net, criterion = SmallCNN(1, 5), torch.nn.CrossEntropyLoss()
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 5, (8,))
+    timing._flops.clear()
+    full = timing.flops_per_sample(net, x, y, criterion)
+    assert len(timing._flops) == 1
+    assert timing.flops_per_sample(net, x[:4], y[:4], criterion) == full  # per sample
+    assert len(timing._flops) == 1  # from the cache
+    for p in net.parameters():
+        p.requires_grad_(False)
+    net.head[-1].weight.requires_grad_(True)
+    frozen = timing.flops_per_sample(net, x, y, criterion)
+    assert len(timing._flops) == 2 and frozen < full
