@@ -119,7 +119,8 @@ class Objective:
         trial.set_user_attr("curve", curve)  # a retried trial inherits the old one: reset
 
         def callback(epoch: int, acc: float, loss: float, seconds: float) -> str | None:
-            curve.append({"epoch": epoch, "seconds": seconds, "accuracy": acc, "loss": loss})
+            curve.append({"epoch": epoch, "seconds": seconds, "accuracy": acc, "loss": loss,
+                          "fraction": epoch / config.epochs})
             trial.set_user_attr("curve", curve)
             if self.on_epoch:
                 self.on_epoch(trial, config, epoch, acc, seconds)

@@ -4,7 +4,15 @@ Optuna refuses ``Trial.report`` and ``Trial.should_prune`` in multi-objective st
 we prune ourselves. Every running trial writes its learning curve to the user attribute
 ``curve`` after each epoch (see ``docs/architecture.md``); the pruner reads those curves.
 
-Rungs sit at ``min_resource * eta**k`` epochs (or seconds). When a trial's curve first
+Rungs sit at ``min_resource * eta**k`` epochs, seconds, or fractions of the trial's own
+schedule (``resource: fraction``, ``min_resource`` below 1: 1/9 gives rungs at 1/9, 1/3
+and 1 of the ``epochs`` the lr schedule is laid out for). Fractions are for spaces that
+search ``epochs``: measured on the default study (digits 5-9, momentum or Adam, one-cycle
+schedule, 2 seeds), after one epoch a 10-epoch run was at 0.18-0.34 accuracy (still
+warming up) while a 2-epoch run was at 0.62-0.83, yet the 10-epoch run ended at 0.99
+against 0.78-0.93; with cosine the first-epoch gap was small. Judged at equal epochs,
+the long schedule is stopped for being early in its schedule; at equal fractions, each
+run is judged at the same phase of its own schedule. When a trial's curve first
 crosses a rung, every trial on the same device whose curve reached that rung is given its
 point there: the point it would report had it stopped at the rung (its best accuracy so
 far, and the seconds at the end of the epoch that first reached it; see ``point_at``).
@@ -55,9 +63,11 @@ from search import floor as floors
 
 Point = tuple[float, float]  # (accuracy, seconds)
 
-RESOURCES = ("epochs", "seconds")
-# The curve entry key that measures each resource.
-_RESOURCE_KEY = {"epochs": "epoch", "seconds": "seconds"}
+RESOURCES = ("epochs", "seconds", "fraction")
+# The curve entry key that measures each resource. ``fraction`` is the share of the
+# trial's own schedule done (epoch / epochs), see the module docstring.
+_RESOURCE_KEY = {"epochs": "epoch", "seconds": "seconds", "fraction": "fraction"}
+_EPS = 1e-9  # a fraction such as 3/9 must reach the rung 1/9 * 3 despite rounding
 # Trials whose curves are real measurements. FAIL and WAITING trials are left out.
 _COMPETING_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
@@ -213,7 +223,8 @@ def point_at(curve: Sequence[dict[str, Any]], level: float, resource: str) -> Po
     for entry in curve:
         if entry["accuracy"] > best[0]:
             best = (float(entry["accuracy"]), float(entry["seconds"]))
-        if entry[key] >= level:
+        reached = entry.get(key)  # curves stored before fractions existed have none
+        if reached is not None and reached >= level - _EPS:
             return best
     return None
 
@@ -240,6 +251,9 @@ class ParetoSuccessiveHalving:
         _check_min_resource(min_resource)
         if resource not in RESOURCES:
             raise ValueError(f"resource must be one of {', '.join(RESOURCES)}, got {resource!r}")
+        if resource == "fraction" and min_resource >= 1:
+            raise ValueError(f"min_resource must be below 1 with resource fraction (a share of "
+                             f"the schedule), got {min_resource!r}")
         if (isinstance(min_trials_at_rung, bool) or not isinstance(min_trials_at_rung, int)
                 or min_trials_at_rung < 1):
             raise ValueError(
@@ -259,8 +273,8 @@ class ParetoSuccessiveHalving:
         if not curve:
             return None
         key = _RESOURCE_KEY[self.resource]
-        now = curve[-1][key]
-        before = curve[-2][key] if len(curve) > 1 else -math.inf
+        now = curve[-1][key] + _EPS
+        before = curve[-2][key] + _EPS if len(curve) > 1 else -math.inf
         crossed = [level for level in rungs(self.min_resource, self.eta, now) if level > before]
         return crossed[-1] if crossed else None
 

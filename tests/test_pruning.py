@@ -204,7 +204,8 @@ def test_point_at_not_reached_is_none() -> None:
 
 
 def test_point_at_rejects_unknown_resource() -> None:
-    with pytest.raises(ValueError, match="resource must be one of epochs, seconds, got 'steps'"):
+    with pytest.raises(ValueError, match="resource must be one of epochs, seconds, fraction, "
+                                         "got 'steps'"):
         point_at(curve((0.5, 2.0)), 1, "steps")
 
 
@@ -216,7 +217,7 @@ def test_point_at_rejects_unknown_resource() -> None:
      ({"eta": True}, "eta must be"), ({"min_resource": 0}, "min_resource must be"),
      ({"min_resource": -2.0}, "min_resource must be"),
      ({"min_resource": math.inf}, "min_resource must be"),
-     ({"resource": "steps"}, "resource must be one of epochs, seconds, got 'steps'"),
+     ({"resource": "steps"}, "resource must be one of epochs, seconds, fraction, got 'steps'"),
      ({"min_trials_at_rung": 0}, "min_trials_at_rung must be an integer >= 1, got 0"),
      ({"min_trials_at_rung": 2.0}, "min_trials_at_rung must be")],
 )
@@ -459,3 +460,29 @@ def test_a_compiled_trial_is_first_judged_after_its_compile_epoch() -> None:
     pruner = ParetoSuccessiveHalving(eta=3)
     assert pruner._rung_crossed(rising((0.5, 3.0), 1)) == 1.0
     assert pruner._rung_crossed(rising((0.5, 3.0), 2)) is None
+
+
+def test_fraction_rungs_judge_each_run_at_the_same_phase_of_its_schedule() -> None:
+    def schedule(accuracies: list[float], epochs: int) -> list[dict[str, Any]]:
+        c = curve(*[(a, float(e)) for e, a in enumerate(accuracies, start=1)])
+        return [{**entry, "fraction": entry["epoch"] / epochs} for entry in c]
+
+    # A 2-epoch run finished; a 9-epoch one-cycle run warming up is behind it at epoch 1.
+    s = study()
+    add(s, schedule([0.70, 0.90], 2))
+    pruner = ParetoSuccessiveHalving(eta=3, min_resource=1 / 9, resource="fraction")
+    long = schedule([0.20, 0.75, 0.90], 9)
+    trial = s.ask()
+    # Epoch 1 of 9 is rung 1/9, where the 2-epoch run's point is its epoch 1 (0.70 at 1 s):
+    # (0.20, 1 s) is dominated there.
+    assert pruner.prune(s, trial.number, long[:1]) is not None
+    # At rung 1/3 (epoch 3 of 9) it is compared with the 2-epoch run at epoch 1 of 2
+    # (half its schedule, the first entry past 1/3): (0.90, 3 s) vs (0.70, 1 s), a trade-off.
+    assert pruner.prune(s, trial.number, long) is None
+    assert point_at(schedule([0.70, 0.90], 2), 1 / 3, "fraction") == (0.70, 1.0)
+    assert point_at(curve((0.5, 1.0)), 1 / 3, "fraction") is None  # no fraction stored
+
+
+def test_fraction_rungs_need_a_minimum_below_one() -> None:
+    with pytest.raises(ValueError, match="min_resource must be below 1 with resource fraction"):
+        ParetoSuccessiveHalving(min_resource=1, resource="fraction")

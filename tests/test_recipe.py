@@ -71,8 +71,9 @@ def test_shipped_digits_recipe_reads_as_documented() -> None:
     assert recipe.model == {"name": "cnn", "weights": "pretrained:digits-0-4"}
     assert recipe.space == (ROOT / "spaces" / "default.yaml").resolve()
     assert (recipe.epochs, recipe.trials, recipe.timeout) == (10, 60, 180)
-    assert recipe.pruner == {"name": "pareto-sha", "eta": 3, "min_resource": 1,
-                             "resource": "epochs"}
+    assert recipe.pruner == {"name": "pareto-sha", "eta": 3, "min_resource": 0.111,
+                             "resource": "fraction"}
+    assert recipe.floor == {"below_baseline": 0.05}
     assert recipe.data_spec().classes == (5, 6, 7, 8, 9)
     assert recipe.model_spec().weights == "pretrained:digits-0-4"
 
