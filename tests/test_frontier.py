@@ -312,3 +312,29 @@ def test_curves_of_given_trials() -> None:
     assert got == {1: _curve(3.0), 2: []}
     with pytest.raises(ValueError, match="no trial with number 9"):
         frontier.curves(study.trials, [0, 9])
+
+
+# -- the accuracy floor ----------------------------------------------------------------------
+
+
+def test_points_below_the_floor_never_enter_the_front_or_the_hypervolume() -> None:
+    trials = _study([_complete(a, s) for a, s in TABLE]).trials
+    # Floor 0.75: trials 4 (0.70) and 6 (0.60) are below it, and 4 was the fastest front point.
+    kept = frontier.points(trials, floor=0.75)
+    assert _numbers(kept) == [0, 1, 2, 3, 5, 7]
+    assert _numbers(frontier.pareto_front(kept)) == [1, 5, 0, 3]
+    assert [frontier.below_floor(t, 0.75) for t in trials] == [
+        False, False, False, False, True, False, True, False]
+    assert not any(frontier.below_floor(t, None) for t in trials)
+    history = frontier.hypervolume_history(trials, (0.0, 300.0), floor=0.75)
+    # Trial 4 adds its cost but no area: the hypervolume is flat there.
+    assert history[4][2] == history[3][2]
+    assert history[-1][2] == pytest.approx(frontier.hypervolume(kept, (0.0, 300.0)))
+
+
+def test_a_stopped_trial_that_completed_with_its_point_is_on_the_front() -> None:
+    stopped = _complete(0.75, 10.0, outcome="pruned")
+    pts = frontier.points(_study([*(_complete(a, s) for a, s in TABLE), stopped]).trials)
+    fastest = frontier.pareto_front(pts)[0]
+    assert (fastest.number, fastest.accuracy, fastest.seconds) == (8, 0.75, 10.0)
+    assert fastest.outcome == "pruned"
