@@ -149,6 +149,9 @@ def test_verify_stores_the_repeats_in_the_companion_study(study_url: str,
         assert {**result["config"], "seed": seed} == original.user_attrs["config"]
         # Seconds are only compared within one device.
         assert t.user_attrs["device"] == original.user_attrs["device"]
+        # A repeat stops where the original stopped (a stopped trial's point is the best
+        # of the epochs it ran), so it measures the same point.
+        assert result["epochs_run"] == original.user_attrs["result"]["epochs_run"]
 
 
 def test_verify_returns_one_verdict_per_front_config(study_url: str,
