@@ -79,11 +79,12 @@ def _peer_pruner(name: str) -> Any:
     if name == "ours":
         from search.study import make_pruner
 
-        return make_pruner({"name": "pareto-sha", "eta": 3, "min_resource": 1,
-                            "resource": "epochs"})
+        return make_pruner({"name": "pareto-sha", "eta": 3, "min_resource": 0.111,
+                            "resource": "fraction"})
     try:
         if name == "moasha":
-            return peers.MOASHAPruner(eta=3, min_resource=1, max_resource=10, seed=0)
+            return peers.MOASHAPruner(eta=3, min_resource=0.111, max_resource=1.0,
+                                      resource="fraction", seed=0)
         return peers.HubMedianPruner(peers.load_hub(None))
     except peers.Unavailable as e:
         pytest.skip(str(e))
@@ -91,8 +92,9 @@ def _peer_pruner(name: str) -> Any:
 
 @pytest.mark.parametrize("name", ["ours", "moasha", "hub-median"])
 def test_each_pruner_stops_a_trial_every_other_trial_dominates(name: str) -> None:
-    """The adapters drive the peers through our pruner's interface: after four good
-    trials, a trial slower and less accurate at every epoch is stopped by the third."""
+    """The adapters drive the peers through our pruner's interface (rungs on the fraction
+    of the schedule, as the shipped recipe): after four good trials, a trial slower and
+    less accurate at every epoch is stopped before its last."""
     pruner = _peer_pruner(name)
     study = optuna.create_study(directions=["maximize", "minimize"],
                                 pruner=getattr(pruner, "study_pruner", None))
@@ -101,10 +103,11 @@ def test_each_pruner_stops_a_trial_every_other_trial_dominates(name: str) -> Non
         trial, curve = study.ask(), []
         trial.set_user_attr("curve", curve)
         for epoch in range(1, 4):
-            curve.append({"epoch": epoch, "seconds": seconds * epoch, "loss": 1.0,
-                          "accuracy": accuracy + 0.01 * epoch})
+            curve.append({"epoch": epoch, "fraction": epoch / 3, "seconds": seconds * epoch,
+                          "loss": 1.0, "accuracy": accuracy + 0.01 * epoch})
             trial.set_user_attr("curve", curve)
-            reason = pruner.prune(study, trial.number, curve)
+            # As in the objective, the last epoch is not judged.
+            reason = pruner.prune(study, trial.number, curve) if epoch < 3 else None
             if reason:
                 break
         study.tell(trial, [max(e["accuracy"] for e in curve), curve[-1]["seconds"]])
