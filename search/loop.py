@@ -108,6 +108,10 @@ def _finished_by(study: optuna.Study, worker: str) -> int:
                if t.user_attrs.get("worker") == worker)
 
 
+# Held while stale trials are failed and re-queued in this process (reaper and gate).
+_REAPING = threading.Lock()
+
+
 class BudgetGate:
     """Before each new trial: stop once the study holds ``trials`` finished trials; while
     running trials fill the remaining slots, wait (one of them may still fail, and a
@@ -123,9 +127,12 @@ class BudgetGate:
             return
         while True:
             # Fail (and re-queue) dead workers' trials first, so a slot they held counts
-            # as free and its retry as waiting.
-            optuna.storages.fail_stale_trials(study)
-            states = [t.state for t in study.get_trials(deepcopy=False)]
+            # as free and its retry as waiting. Under the lock the reaper thread also
+            # takes: between its FAIL and its re-queue the gate would see a free slot and
+            # no retry, start a fresh trial and leave the retry waiting past the budget.
+            with _REAPING:
+                optuna.storages.fail_stale_trials(study)
+                states = [t.state for t in study.get_trials(deepcopy=False)]
             finished = sum(s in FINISHED for s in states)
             running = states.count(TrialState.RUNNING)
             if finished >= self.trials:
@@ -196,7 +203,8 @@ class _Reaper:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                optuna.storages.fail_stale_trials(self.study)
+                with _REAPING:
+                    optuna.storages.fail_stale_trials(self.study)
             except Exception:  # noqa: BLE001 - a storage hiccup must not kill the worker
                 pass
 
