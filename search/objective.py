@@ -105,6 +105,7 @@ class Objective:
         self._baseline_accuracy: float | None = None  # known once the baseline completed
 
     def __call__(self, trial: optuna.trial.Trial) -> Any:
+        trial.set_user_attr("worker", self.worker)  # first: a surplus trial names its worker
         self._check_budget(trial)
         try:
             config = self.space.suggest(trial, self.base)
@@ -114,7 +115,6 @@ class Objective:
             raise
         trial.set_user_attr("config", config.to_dict())
         trial.set_user_attr("device", self.device_key)  # the pruner compares within a device
-        trial.set_user_attr("worker", self.worker)
         curve: list[dict[str, float]] = []
         trial.set_user_attr("curve", curve)  # a retried trial inherits the old one: reset
 
