@@ -63,6 +63,7 @@ from search import frontier
 from search import recipe as recipes
 from search.errors import UserError
 from search.objective import INFEASIBLE, Objective, TrialError
+from search.pruning import point_at
 from search.study import Plan, make_pruner, make_sampler
 
 RECIPE = "studies/digits.yaml"
@@ -84,8 +85,8 @@ def measured_point(trial: optuna.trial.FrozenTrial) -> frontier.Point | None:
     curve = trial.user_attrs.get("curve") or []
     if not curve or trial.user_attrs.get("outcome") in INFEASIBLE:
         return None
-    best = max(curve, key=lambda e: e["accuracy"])  # max() keeps the first of equals
-    return frontier.Point(trial.number, float(best["accuracy"]), float(best["seconds"]))
+    accuracy, seconds = point_at(curve, curve[-1]["epoch"], "epochs")
+    return frontier.Point(trial.number, accuracy, seconds)
 
 
 class Recorder:

@@ -252,7 +252,7 @@ def _choose(name: str, storage: str | None, device_key: str | None, min_accuracy
     device, note = chooser.device_of(trials, device_key)
     if note:
         click.echo(note, err=True)
-    floor = floors.resolve(trials, study.user_attrs.get("recipe"))
+    floor = floors.of_study(study, trials)
     picked = chooser.choose(trials, name, min_accuracy=min_accuracy, max_seconds=max_seconds,
                             trial=trial, device=device, floor=floor)
     return study, picked
@@ -318,7 +318,7 @@ def pareto(name: str, storage: str | None, device_key: str | None, output: str |
         click.echo(note, err=True)
     trials = study.get_trials(deepcopy=False)
     data = plots.pareto_data(trials, device=device, color_by=color_by,
-                             floor=floors.resolve(trials, study.user_attrs.get("recipe")))
+                             floor=floors.of_study(study, trials))
     verdicts = _verdicts(study, device)
     fig = plots.pareto_figure(data, log_time=log_time, verdicts=verdicts,
                               title=f"{name} on {device}")

@@ -27,9 +27,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from optuna import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import UserError
+from search.frontier import INFEASIBLE
 
 DEFAULT = {"below_baseline": 0.05}
 BASELINE_ATTR = "baseline"  # user attribute marking the enqueued baseline trial
@@ -162,7 +164,7 @@ def baseline_accuracy(trial: FrozenTrial | None) -> float | None:
     """The baseline's final accuracy; None until it completed feasibly."""
     if trial is None or trial.state != TrialState.COMPLETE or not trial.values:
         return None
-    if trial.user_attrs.get("outcome") in ("diverged", "oom"):
+    if trial.user_attrs.get("outcome") in INFEASIBLE:
         return None
     accuracy = trial.values[0] if len(trial.values) == 2 else \
         trial.user_attrs.get("result", {}).get("accuracy")
@@ -172,3 +174,12 @@ def baseline_accuracy(trial: FrozenTrial | None) -> float | None:
 def resolve(trials: Iterable[FrozenTrial], content: dict[str, Any] | None) -> float | None:
     """The absolute floor of a study's trials under its stored recipe (None: no floor)."""
     return of_recipe(content).resolve(baseline_accuracy(baseline_trial(trials)))
+
+
+def of_study(study: Study, trials: Iterable[FrozenTrial]) -> float | None:
+    """The absolute floor of a ``pareto`` study, from its stored recipe and its baseline
+    among ``trials`` (None: no floor, not known yet, or a time-to-accuracy study, whose
+    target already says what accuracy is worth having)."""
+    if len(study.directions) != 2:
+        return None
+    return resolve(trials, study.user_attrs.get("recipe"))

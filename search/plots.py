@@ -197,7 +197,8 @@ def pareto_data(trials: Iterable[FrozenTrial], *, device: str | None,
         return Marker(number, accuracy, seconds, outcome,
                       _hover(number, outcome, accuracy, seconds, params, note), color(number))
 
-    pts = frontier.points([t for t in trials if _on(t, device)], floor=floor)
+    here = [t for t in trials if _on(t, device)]
+    pts = frontier.points(here, floor=floor)
     front_points = frontier.pareto_front(pts)
     on_front = {p.number for p in front_points}
     front = tuple(marker(p.number, p.accuracy, p.seconds, p.outcome, " · on the front")
@@ -213,8 +214,7 @@ def pareto_data(trials: Iterable[FrozenTrial], *, device: str | None,
         if point is not None:
             pruned.append(marker(t.number, *point, outcome, " · best so far when stopped"))
     below = tuple(marker(p.number, p.accuracy, p.seconds, p.outcome, " · below the floor")
-                  for p in frontier.points([t for t in trials if _on(t, device)
-                                            and frontier.below_floor(t, floor)]))
+                  for p in frontier.points([t for t in here if frontier.below_floor(t, floor)]))
     drawn = [*front, *dominated, *pruned, *below]
     until = max((m.seconds for m in drawn), default=None)
     step_x, step_y = frontier.step_line(front_points, until=until if front_points else None)

@@ -11,21 +11,22 @@ from search import floor as floors
 from search import frontier
 
 
-def _front(study: optuna.Study, device: str | None = None) -> list[frontier.Point]:
+def _front(study: optuna.Study, trials: list[optuna.trial.FrozenTrial],
+           device: str | None = None) -> list[frontier.Point]:
     """The front above the study's accuracy floor, on one device (the most used one)."""
-    trials = study.get_trials(deepcopy=False)
     if device is None:
         keys = frontier.devices([t for t in trials if frontier.feasible(t)])
         device = keys[0] if keys else None
-    floor = floors.resolve(trials, study.user_attrs.get("recipe"))
+    floor = floors.of_study(study, trials)
     return frontier.pareto_front(frontier.points(trials, device=device, floor=floor))
 
 
 def front_rows(study: optuna.Study, device: str | None = None) -> list[dict[str, Any]]:
     """The front of one device (the most used one by default), fastest first."""
-    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
     rows = []
-    for p in _front(study, device):
+    for p in _front(study, trials, device):
         trial = by_number[p.number]
         config = trial.user_attrs.get("config", {})
         result = trial.user_attrs.get("result", {})
@@ -75,8 +76,8 @@ def status(storage: str, name: str | None = None) -> list[dict[str, Any]]:
         study = optuna.load_study(study_name=n, storage=store)
         trials = study.get_trials(deepcopy=False)
         pareto = len(study.directions) == 2
-        front = _front(study) if pareto else []
-        floor = floors.resolve(trials, study.user_attrs.get("recipe")) if pareto else None
+        front = _front(study, trials) if pareto else []
+        floor = floors.of_study(study, trials)
         done = [t for t in trials if frontier.feasible(t, floor)]
         rows.append({
             "study": n,

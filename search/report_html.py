@@ -183,7 +183,7 @@ def build(study: optuna.Study, *, device: str | None = None, verdicts: Sequence[
     trials = study.get_trials(deepcopy=False)
     pareto = len(study.directions) == 2
     chosen, note = device_of(trials, device)
-    floor = floors.resolve(trials, study.user_attrs.get("recipe")) if pareto else None
+    floor = floors.of_study(study, trials)
     data = plots.pareto_data(trials, device=chosen, color_by=color_by, floor=floor)
     shown = data.device
     by_number = {t.number: t for t in trials}

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 from search.errors import UserError
 from search.files import load_yaml
-from search.floor import BASELINE_ATTR, Floor
+from search.floor import BASELINE_ATTR, Floor, of_recipe
 from search.recipe import Recipe
 from search.storage import mask_url, open_storage
 
@@ -84,8 +84,6 @@ class Plan:
 
     @property
     def floor(self) -> Floor:
-        from search.floor import of_recipe
-
         return of_recipe(self.content)
 
     def pruner(self) -> Any:

@@ -140,7 +140,7 @@ def verify(study: optuna.Study, *, top: int, repeats: int, device: str = "auto",
                         f"measured on {device_key!r}; re-runs must use the same device "
                         f"(and thread count)")
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    floor = floors.resolve(trials.values(), recipe)
+    floor = floors.of_study(study, trials.values())
     front = frontier.pareto_front(frontier.points(trials.values(), device=device_key,
                                                   floor=floor))
     chosen = sorted(front, key=lambda p: -p.accuracy)[:top]

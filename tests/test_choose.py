@@ -334,3 +334,16 @@ def test_status_says_the_floor_and_how_many_points_are_below_it(tmp_path: Path) 
     assert result.exit_code == 0, result.output
     assert "front 2" in result.stdout
     assert "accuracy floor 0.9000 (0.05 below the baseline), 1 below it" in result.stdout
+
+
+def test_a_time_to_accuracy_study_has_no_floor_its_target_says_what_is_worth_having(
+        tmp_path: Path) -> None:
+    from search import floor as floors
+
+    pareto = optuna.load_study(study_name="floor", storage=floored_study(tmp_path))
+    assert floors.of_study(pareto, pareto.trials) == pytest.approx(0.90)
+    tta = optuna.create_study(direction="minimize")
+    tta.set_user_attr("recipe", {**RECIPE, "name": "tta"})
+    tta.add_trial(create_trial(value=1.0, user_attrs={"baseline": True, "result": {
+        "accuracy": 0.95}}))
+    assert floors.of_study(tta, tta.trials) is None

@@ -360,6 +360,6 @@ def test_optuna_cli_lists_the_best_trials(run_study: str) -> None:
     assert listed == {t.number for t in study.best_trials}
     # Optuna's front leaves out what the floor constraint marks infeasible; so does ours.
     trials = study.get_trials(deepcopy=False)
-    floor = floors.resolve(trials, study.user_attrs["recipe"])
+    floor = floors.of_study(study, trials)
     front = frontier.pareto_front(frontier.points(trials, floor=floor))
     assert listed == {p.number for p in front}
