@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
-STUDY ?= studies/digits.yaml
+STUDY ?= studies/mnist.yaml
 
 .PHONY: run test lint clean
 

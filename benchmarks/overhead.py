@@ -86,7 +86,7 @@ def run_hand(data: Data, dev: torch.device, s: Settings) -> dict[str, Any]:
                        num_classes=data.num_classes).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=LR)
     generator = torch.Generator().manual_seed(SEED)
-    x_all, y_all, n, bs = data.train_x, data.train_y, data.train_size, s.batch_size
+    (x_all, y_all), n, bs = data.tensors["train"], data.train_size, s.batch_size
     samples = 0
 
     net.train()
@@ -94,20 +94,21 @@ def run_hand(data: Data, dev: torch.device, s: Settings) -> dict[str, Any]:
     start = time.perf_counter()
     for _ in range(s.epochs):
         order = torch.randperm(n, generator=generator).to(dev)
-        for i in range(0, n - bs + 1, bs):
+        for i in range(0, n, bs):  # every example, the last batch partial: as the engine
             idx = order[i:i + bs]
             loss = nn.functional.cross_entropy(net(x_all[idx]), y_all[idx])
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            samples += bs
+            samples += len(idx)
     common.sync(dev)
     seconds = time.perf_counter() - start
 
     # Untimed: the validation accuracy, to check the two loops did the same training.
     net.eval()
     with torch.no_grad():
-        acc = (net(data.val_x).argmax(1) == data.val_y).sum().item() / data.val_size
+        val_x, val_y = data.tensors["val"]
+        acc = (net(val_x).argmax(1) == val_y).sum().item() / data.val_size
     return {"samples_per_second": samples / seconds, "train_seconds": seconds,
             "samples": samples, "outcome": "completed", "final_accuracy": acc}
 

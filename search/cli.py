@@ -86,15 +86,17 @@ def train(study: str, sets: tuple[str, ...], config_file: str | None, device: st
         raise
 
     from search.engine import train as run_training
+    from search.report import fmt_accuracy
 
     def progress(epoch: int, acc: float, loss: float, seconds: float) -> None:
         if not quiet and not as_json:
-            click.echo(f"  epoch {epoch:3d}/{config.epochs}  val_acc {acc:.4f}  "
+            click.echo(f"  epoch {epoch:3d}/{config.train_epochs}  val_acc {acc:.4f}  "
                        f"val_loss {loss:.4f}  train {seconds:7.2f}s", err=True)
 
     result = run_training(config, rec.data_spec(), rec.model_spec(), device=device,
                           callback=progress)
-    summary = {"accuracy": result.accuracy, "seconds": result.seconds,
+    summary = {"accuracy": result.accuracy, "test_accuracy": result.test_accuracy,
+               "seconds": result.seconds,
                "epochs": result.epochs_run, "best_epoch": result.best_epoch,
                "outcome": result.outcome, "reason": result.reason,
                "final_accuracy": result.final_accuracy, "train_seconds": result.train_seconds,
@@ -106,7 +108,8 @@ def train(study: str, sets: tuple[str, ...], config_file: str | None, device: st
     if as_json:
         click.echo(json.dumps(summary))
     else:
-        click.echo(f"accuracy {result.accuracy:.4f} in {result.seconds:.2f}s "
+        click.echo(f"accuracy {result.accuracy:.4f} (test {fmt_accuracy(result.test_accuracy)}) "
+                   f"in {result.seconds:.2f}s "
                    f"(best epoch {result.best_epoch} of {result.epochs_run}), "
                    f"outcome {result.outcome}" + (f": {result.reason}" if result.reason else ""))
         click.echo(f"{result.samples_per_second:,.0f} samples/s, "
@@ -201,13 +204,13 @@ def worker(name: str, storage: str, device: str, trials: int | None, timeout: fl
 @cli.command()
 @click.argument("name", required=False)
 @click.option("--storage", default=None,
-              help="SQLAlchemy URL (default: sqlite:///studies/NAME.db, or studies/digits.db).")
+              help="SQLAlchemy URL (default: sqlite:///studies/NAME.db, or studies/mnist.db).")
 @click.option("--json", "as_json", is_flag=True)
 def status(name: str | None, storage: str | None, as_json: bool) -> None:
     """Per study: trials by outcome, front size, best accuracy, fastest time, running now."""
     from search import report
 
-    rows = report.status(_storage(name or "digits", storage), name)
+    rows = report.status(_storage(name or "mnist", storage), name)
     if as_json:
         click.echo(json.dumps(rows))
         return
@@ -265,15 +268,19 @@ def _choose(name: str, storage: str | None, device_key: str | None, min_accuracy
 def best(name: str, storage: str | None, device_key: str | None, min_accuracy: float | None,
          max_seconds: float | None, knee: bool, as_json: bool) -> None:
     """Pick one config from the front of study NAME and print it."""
+    from search.report import fmt_accuracy
+
     study, trial = _choose(name, storage, device_key, min_accuracy, max_seconds, knee)
     result = trial.user_attrs.get("result", {})
     out = {"study": name, "trial": trial.number, "accuracy": result.get("accuracy"),
-           "seconds": result.get("seconds"), "best_epoch": result.get("best_epoch"),
-           "device": trial.user_attrs.get("device"), "params": trial.user_attrs.get("config")}
+           "test_accuracy": result.get("test_accuracy"), "seconds": result.get("seconds"),
+           "best_epoch": result.get("best_epoch"), "device": trial.user_attrs.get("device"),
+           "params": trial.user_attrs.get("config")}
     if as_json:
         click.echo(json.dumps(out))
         return
-    click.echo(f"trial {trial.number}: accuracy {out['accuracy']:.4f} in {out['seconds']:.3f}s "
+    click.echo(f"trial {trial.number}: accuracy {out['accuracy']:.4f} "
+               f"(test {fmt_accuracy(out['test_accuracy'])}) in {out['seconds']:.3f}s "
                f"(stop after epoch {out['best_epoch']} of {out['params']['epochs']}) "
                f"on {out['device']}")
     for key, value in out["params"].items():
@@ -290,12 +297,15 @@ def export(name: str, storage: str | None, device_key: str | None, min_accuracy:
            max_seconds: float | None, knee: bool, trial: int | None, output: str) -> None:
     """Export one config of study NAME as a self-describing YAML file."""
     from search import export as exporter
+    from search.report import fmt_accuracy
 
     study, picked = _choose(name, storage, device_key, min_accuracy, max_seconds, knee, trial)
     record = exporter.export_record(name, picked, study.user_attrs.get("recipe") or {})
     path = exporter.write(record, output)
-    click.echo(f"wrote {path} (trial {picked.number}: accuracy "
-               f"{record['measured']['accuracy']:.4f} in {record['measured']['seconds']:.3f}s)")
+    measured = record["measured"]
+    click.echo(f"wrote {path} (trial {picked.number}: accuracy {measured['val_accuracy']:.4f} "
+               f"(test {fmt_accuracy(measured['test_accuracy'])}) in "
+               f"{measured['seconds']:.3f}s)")
 
 
 @cli.command()
@@ -400,9 +410,9 @@ def verify(name: str, storage: str | None, device_key: str | None, top: int, rep
 
 
 @cli.command()
-@click.option("--source", default="digits-0-4", show_default=True,
+@click.option("--source", default="mnist5k-0-4", show_default=True,
               help="Source task to pretrain the built-in CNN on.")
-@click.option("--width", default=32, show_default=True)
+@click.option("--width", default=16, show_default=True, help="The CNN's first-block width.")
 @click.option("--force", is_flag=True, help="Pretrain again even if cached.")
 def pretrain(source: str, width: int, force: bool) -> None:
     """Pretrain the built-in CNN on a source task and cache the checkpoint."""

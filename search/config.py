@@ -40,6 +40,7 @@ class TrainConfig:
     lr_scaling: str = "none"
     batch_size: int = 64
     epochs: int = 10  # the length the lr schedule is laid out for
+    stop_after: int | None = None  # train only this many of the epochs (None: all of them)
     patience: int = 0  # stop after this many epochs without a new best accuracy; 0 = off
     frozen_layers: int = 0  # first k blocks of the pretrained backbone are frozen
     mixup_alpha: float = 0.0
@@ -59,6 +60,9 @@ class TrainConfig:
             except (TypeError, ValueError) as e:
                 raise UserError(f"{f.name}: {e}, got {value!r}") from None
             object.__setattr__(self, f.name, coerced)
+        if self.stop_after is not None and self.stop_after > self.epochs:
+            raise UserError(f"stop_after: must be at most epochs ({self.epochs}), "
+                            f"got {self.stop_after!r}")
         spec = optimizers.spec(self.optimizer)
         if self.momentum is not None and not spec.takes_momentum:
             raise UserError(
@@ -97,6 +101,12 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     # -- derived values -----------------------------------------------------------------
+
+    @property
+    def train_epochs(self) -> int:
+        """How many epochs to train: ``stop_after`` (an exported point's epoch), else all
+        ``epochs``. The lr schedule is laid out over ``epochs`` either way."""
+        return self.stop_after or self.epochs
 
     @property
     def effective_lr(self) -> float:
@@ -239,6 +249,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "lr_scaling": _choice(LR_SCALINGS),
     "batch_size": _number(1, integer=True),
     "epochs": _number(1, integer=True),
+    "stop_after": _optional(_number(1, integer=True)),
     "patience": _number(0, integer=True),
     "frozen_layers": _number(0, integer=True),
     "mixup_alpha": _number(0.0),

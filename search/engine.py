@@ -50,6 +50,8 @@ class TrainResult:
     device: dict[str, Any]
     curve: list[dict[str, float]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    # Accuracy on the test split at best_epoch (None without one); never used for selection.
+    test_accuracy: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,13 +113,14 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
     curve: list[dict[str, float]] = []
     outcome, reason, samples, flops = "completed", "", 0, 0.0
     best_acc, best_epoch, best_seconds, since_best = -1.0, 0, 0.0, 0
+    test_acc = None
     try:
         # Counting FLOPs runs the first batch (untimed): a batch too big fails here first.
         x0, y0 = next(data.train_batches(config.batch_size, torch.Generator().manual_seed(0)))
         flops = timing.flops_per_sample(net, x0, y0, criterion)
         del x0, y0
         step_net = torch.compile(net) if config.compile else net
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(1, config.train_epochs + 1):
             net.train()
             with clock:
                 finite = None
@@ -142,7 +145,7 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
                           f"in epoch {epoch}")
                 break
             with eval_clock:
-                acc, val_loss = evaluate(step_net, data, config, dev, criterion)
+                acc, val_loss = evaluate(step_net, data, config, dev)
             curve.append({"epoch": epoch, "seconds": clock.seconds, "accuracy": acc,
                           "loss": val_loss})
             if not math.isfinite(val_loss):
@@ -150,6 +153,8 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
                 break
             if acc > best_acc:
                 best_acc, best_epoch, best_seconds, since_best = acc, epoch, clock.seconds, 0
+                if "test" in data.splits:  # untimed: the reported point's test accuracy
+                    test_acc = evaluate(step_net, data, config, dev, "test")[0]
             else:
                 since_best += 1
             stop = callback(epoch, acc, val_loss, clock.seconds) if callback else None
@@ -157,7 +162,8 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
                 outcome = "pruned"
                 reason = stop if isinstance(stop, str) else f"stopped by callback at epoch {epoch}"
                 break
-            if config.patience and since_best >= config.patience and epoch < config.epochs:
+            if (config.patience and since_best >= config.patience
+                    and epoch < config.train_epochs):
                 outcome = "early-stopped"
                 reason = (f"no better validation accuracy for {config.patience} epochs "
                           f"(best {best_acc:.4f} at epoch {best_epoch})")
@@ -175,21 +181,21 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
         samples_per_second=samples / clock.seconds if clock.seconds else 0.0,
         flops_per_sample=flops,
         flops_per_second=flops * samples / clock.seconds if clock.seconds else 0.0,
-        device=fingerprint, curve=curve, config=config.to_dict())
+        device=fingerprint, curve=curve, config=config.to_dict(), test_accuracy=test_acc)
 
 
 @torch.no_grad()
 def evaluate(net: torch.nn.Module, data: Data, config: TrainConfig, dev: torch.device,
-             criterion: torch.nn.Module) -> tuple[float, float]:
-    """Validation accuracy and mean loss (plain cross-entropy), in the run's precision."""
+             split: str = "val") -> tuple[float, float]:
+    """Accuracy and mean loss (plain cross-entropy) on ``split``, in the run's precision."""
     net.eval()
     correct, loss_sum = torch.zeros((), device=dev), torch.zeros((), device=dev)
-    for x, y in data.val_batches(channels_last=config.channels_last):
+    for x, y in data.eval_batches(split, channels_last=config.channels_last):
         with config.autocast(dev):
             logits = net(x)
         loss_sum += torch.nn.functional.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
-    n = data.val_size
+    n = data.size(split)
     return correct.item() / n, loss_sum.item() / n  # one sync per evaluation
 
 

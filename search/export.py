@@ -1,9 +1,10 @@
 """Exported configurations: the file `search export` writes and ``load_config`` reads.
 
-The file is self-describing: the full training configuration (``params``), how to
-reproduce the measured point (schedule length and the epoch to stop after), what was
-measured and on which device, the data and model it was measured on, and where it came
-from (study, trial, tool version).
+The file is self-describing: the full training configuration (``params``: ``epochs`` is
+the schedule's length and ``stop_after`` the epoch the measured point is at, so training
+``cfg.train_epochs`` epochs reproduces it), what was measured (validation accuracy, the
+selection metric, and test accuracy, which the search never saw) and on which device,
+the data and model it was measured on, and where it came from (study, trial, version).
 """
 
 from __future__ import annotations
@@ -26,17 +27,15 @@ def export_record(study_name: str, trial: Any, recipe: dict[str, Any]) -> dict[s
 
     result = trial.user_attrs.get("result", {})
     config = TrainConfig.from_mapping(trial.user_attrs["config"])
+    if result.get("best_epoch"):  # the measured point: the end of its best epoch
+        config = config.replace(stop_after=result["best_epoch"])
     return {
         "format": FORMAT,
+        # `epochs` is the schedule's length, `stop_after` the epoch the point was measured at.
         "params": config.to_dict(),
-        "reproduce": {
-            "epochs": config.epochs,
-            "stop_after_epochs": result.get("best_epoch"),
-            "note": "train with `epochs` as the schedule length; the measured point is at "
-                    "the end of epoch `stop_after_epochs`",
-        },
         "measured": {
-            "accuracy": result.get("accuracy"),
+            "val_accuracy": result.get("accuracy"),
+            "test_accuracy": result.get("test_accuracy"),
             "seconds": result.get("seconds"),
             "final_accuracy": result.get("final_accuracy"),
             "train_seconds": result.get("train_seconds"),

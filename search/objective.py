@@ -78,7 +78,7 @@ def judged(config: TrainConfig, epoch: int) -> bool:
     epoch holds the whole compile cost (a user pays it, so it stays in the seconds), which
     says nothing yet about how fast the compiled model trains; its first decision is at
     the next rung."""
-    return epoch < config.epochs and not (config.compile and epoch == 1)
+    return epoch < config.train_epochs and not (config.compile and epoch == 1)
 
 
 @dataclass

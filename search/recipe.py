@@ -24,8 +24,8 @@ PRUNERS = ("pareto-sha", "none", "median", "successive-halving", "hyperband", "w
 
 _KEYS = {"name", "description", "data", "model", "space", "epochs", "objective", "target",
          "floor", "trials", "timeout", "sampler", "pruner", "seed", "storage", "baseline"}
-_DATA_KEYS = {"name", "classes", "data_dir", "download", "val_fraction", "split_seed",
-              "image_size", "size"}
+_DATA_KEYS = {"name", "classes", "data_dir", "download", "val_fraction", "test_fraction",
+              "split_seed", "image_size", "size"}
 _MODEL_KEYS = {"name", "weights", "width"}
 
 
@@ -191,8 +191,9 @@ _DATA_CHECKS = {
     "data_dir": (_is_str, "must be a directory path"),
     "download": (lambda v: isinstance(v, bool), "must be true or false"),
     "val_fraction": (lambda v: _is_number(v) and 0 < v < 1, "must be a number in (0, 1)"),
+    "test_fraction": (lambda v: _is_number(v) and 0 <= v < 1, "must be a number in [0, 1)"),
     "split_seed": (_int_at_least(0), "must be an integer >= 0"),
-    "image_size": (_int_at_least(1), "must be an integer >= 1"),
+    "image_size": (lambda v: v is None or _int_at_least(1)(v), "must be an integer >= 1"),
     "size": (_int_at_least(1), "must be an integer >= 1"),
 }
 _MODEL_CHECKS = {

@@ -30,7 +30,8 @@ def front_rows(study: optuna.Study, device: str | None = None) -> list[dict[str,
         trial = by_number[p.number]
         config = trial.user_attrs.get("config", {})
         result = trial.user_attrs.get("result", {})
-        rows.append({"trial": p.number, "accuracy": p.accuracy, "seconds": p.seconds,
+        rows.append({"trial": p.number, "accuracy": p.accuracy,
+                     "test_accuracy": result.get("test_accuracy"), "seconds": p.seconds,
                      "best_epoch": result.get("best_epoch"), "device": p.device,
                      "params": dict(trial.params), "config": config})
     return rows
@@ -42,8 +43,9 @@ def front_table(study: optuna.Study, device: str | None = None) -> str:
     if not rows:
         return f"study {study.study_name!r}: no completed trials yet"
     varying = sorted({k for r in rows for k in r["params"] if not k.startswith("use_")})
-    head = ["trial", "accuracy", "seconds", *varying]
-    body = [[str(r["trial"]), f"{r['accuracy']:.4f}", f"{r['seconds']:.3f}",
+    head = ["trial", "val acc", "test acc", "seconds", *varying]
+    body = [[str(r["trial"]), f"{r['accuracy']:.4f}", fmt_accuracy(r["test_accuracy"]),
+             f"{r['seconds']:.3f}",
              *[_fmt(r["params"].get(k)) for k in varying]] for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     line = "  ".join
@@ -52,6 +54,11 @@ def front_table(study: optuna.Study, device: str | None = None) -> str:
            line(h.rjust(w) for h, w in zip(head, widths, strict=True))]
     out += [line(c.rjust(w) for c, w in zip(b, widths, strict=True)) for b in body]
     return "\n".join(out)
+
+
+def fmt_accuracy(v: float | None) -> str:
+    """An accuracy to 4 places; ``-`` where there is none (no test split)."""
+    return "-" if v is None else f"{v:.4f}"
 
 
 def _fmt(v: Any) -> str:

@@ -28,6 +28,7 @@ from search import floor as floors
 from search import frontier, plots
 from search.choose import device_of
 from search.errors import UserError
+from search.report import fmt_accuracy
 
 __all__ = ["SECTIONS", "build", "write"]
 
@@ -133,10 +134,11 @@ def _front_table(front: list[frontier.Point], by_number: dict[int, Any]) -> str:
         result = by_number[p.number].user_attrs.get("result") or {}
         label = f'<span class="knee">{p.number} (knee)</span>' if p.number == knee else str(
             p.number)
-        rows.append((label, f"{p.accuracy:.4f}", f"{p.seconds:.3f}",
-                     escape(str(result.get("best_epoch", "-"))),
+        rows.append((label, f"{p.accuracy:.4f}", fmt_accuracy(result.get("test_accuracy")),
+                     f"{p.seconds:.3f}", escape(str(result.get("best_epoch", "-"))),
                      escape(", ".join(plots.param_items(by_number[p.number].params)))))
-    return _table(["trial", "accuracy", "seconds", "best epoch", "params"], rows, (1, 2, 3))
+    return _table(["trial", "val accuracy", "test accuracy", "seconds", "best epoch", "params"],
+                  rows, (1, 2, 3, 4))
 
 
 def _verification(verdicts: Sequence[Any]) -> str:

@@ -13,6 +13,11 @@ does not survive:
   their standard deviations: more accurate than their mean + 2 std, or faster than their
   mean - 2 std (its reported point was luck). Needs at least 2 repeats. The repeats'
   own mean and std are used: the original, inside the sample, could never lie that far.
+- ``missed target Nx`` (time-to-accuracy studies): N repeats never reached the target.
+
+A repeat measures the same point as the original: a ``pareto`` repeat stops after the
+epochs the original ran; a time-to-accuracy repeat stops at the study's target, and its
+seconds are its time to target (or all it trained, where it missed).
 
 Repeats run on this machine; they are refused when its device fingerprint differs from
 the one the study measured (seconds from different devices are never compared).
@@ -38,6 +43,7 @@ class Verdict:
     original: tuple[float, float]  # (accuracy, seconds) of the single original run
     repeats: list[tuple[float, float]] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
+    missed: int = 0  # time-to-accuracy repeats that never reached the target
 
     def _stat(self, i: int, fn: Callable[[Sequence[float]], float]) -> float:
         values = [self.original[i]] + [r[i] for r in self.repeats]
@@ -78,6 +84,8 @@ def flag(verdicts: list[Verdict]) -> list[Verdict]:
             v.flags.append("dominated")
         if v.optimistic():
             v.flags.append("optimistic")
+        if v.missed:
+            v.flags.append(f"missed target {v.missed}x")
     return verdicts
 
 
@@ -101,13 +109,13 @@ def stored_repeats(study: optuna.Study, device: str | None = None
             continue
         result = t.user_attrs.get("result", {})
         out.setdefault(t.user_attrs["original"], []).append(
-            (result.get("accuracy", 0.0), result.get("seconds", 0.0)))
+            (result.get("accuracy", 0.0), t.values[-1]))  # seconds as told (to target)
     return out
 
 
-def _stop_after(ran: int, epochs: int) -> Callable[..., bool]:
-    """An epoch callback that stops a run after ``ran`` of its ``epochs`` epochs."""
-    return lambda epoch, *_: ran <= epoch < epochs
+def _at_target(target: float) -> Callable[..., str | None]:
+    """An epoch callback that stops a run when it reaches ``target`` validation accuracy."""
+    return lambda epoch, acc, *_: f"reached target {target}" if acc >= target else None
 
 
 def verify(study: optuna.Study, *, top: int, repeats: int, device: str = "auto",
@@ -128,6 +136,7 @@ def verify(study: optuna.Study, *, top: int, repeats: int, device: str = "auto",
     from search.timing import fingerprint, resolve_device
 
     recipe = study.user_attrs.get("recipe") or {}
+    target = recipe.get("target") if recipe.get("objective") == "time-to-accuracy" else None
     data_section = dict(recipe.get("data") or {"name": "digits"})
     if data_section.get("classes") is not None:
         data_section["classes"] = tuple(data_section["classes"])
@@ -152,24 +161,29 @@ def verify(study: optuna.Study, *, top: int, repeats: int, device: str = "auto",
         base = TrainConfig.from_mapping(original.user_attrs["config"])
         verdict = Verdict(point.number, (point.accuracy, point.seconds),
                           list(done.get(point.number, [])))
+        # Stop where the original run stopped (a pruned trial's point is the best of the
+        # epochs it ran), so the repeat measures the same point; a time-to-accuracy repeat
+        # stops at the target, as the search's runs did, and its seconds are time to target.
+        ran = (original.user_attrs.get("result") or {}).get("epochs_run") or base.epochs
+        stop_after, callback = (ran, None) if target is None else (None, _at_target(target))
         for k in range(len(verdict.repeats), repeats):
             seed = base.seed + 1000 * (k + 1)  # new seeds, far from the search's
-            # Stop where the original run stopped (a pruned trial's point is the best of
-            # the epochs it ran), so the repeat measures the same point.
-            ran = (original.user_attrs.get("result") or {}).get("epochs_run") or base.epochs
-            result = train(base.replace(seed=seed), data, model, device=device,
-                           callback=_stop_after(ran, base.epochs))
+            result = train(base.replace(seed=seed, stop_after=stop_after), data, model,
+                           device=device, callback=callback)
+            missed = target is not None and result.accuracy < target
+            seconds = result.train_seconds if missed else result.seconds  # missed: a bound
             trial = store.ask()
             trial.set_user_attr("original", point.number)
             trial.set_user_attr("seed", seed)
             trial.set_user_attr("result", result.to_dict())
             trial.set_user_attr("outcome", result.outcome)
             trial.set_user_attr("device", result.device["key"])
-            values = ([result.accuracy, result.seconds] if len(study.directions) == 2
-                      else [result.seconds])
-            store.tell(trial, values)
-            verdict.repeats.append((result.accuracy, result.seconds))
+            store.tell(trial, [result.accuracy, seconds] if len(study.directions) == 2
+                       else [seconds])
+            verdict.repeats.append((result.accuracy, seconds))
             if on_run:
                 on_run(point.number, k + 1, result)
+        if target is not None:
+            verdict.missed = sum(acc < target for acc, _ in verdict.repeats)
         verdicts.append(verdict)
     return flag(verdicts)

@@ -26,41 +26,58 @@ def _rows(x: torch.Tensor) -> set[bytes]:
 # -- digits and the split ---------------------------------------------------------------
 
 
-def test_digits_split_is_stratified_and_disjoint() -> None:
+def _xy(data, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return data.tensors[split]
+
+
+def test_digits_splits_are_stratified_and_disjoint() -> None:
     data = load(DataSpec("digits"))
     target = load_digits().target
-    assert data.train_size + data.val_size == len(target) == 1797
-    assert data.val_size == pytest.approx(0.2 * 1797, abs=1)
+    assert data.splits == ("train", "val", "test")
+    assert sum(data.size(s) for s in data.splits) == len(target) == 1797
+    assert data.size("val") == pytest.approx(0.2 * 1797, abs=1)
+    assert data.size("test") == pytest.approx(0.2 * 1797, abs=1)
     assert data.num_classes == 10 and data.channels == 1
-    assert data.train_x.shape[1:] == (1, 8, 8)
-    val = Counter(data.val_y.tolist())
-    for c, total in Counter(target.tolist()).items():
-        assert abs(val[c] - 0.2 * total) <= 1, c
+    assert _xy(data, "train")[0].shape[1:] == (1, 8, 8)
+    for split in ("val", "test"):
+        held = Counter(_xy(data, split)[1].tolist())
+        for c, total in Counter(target.tolist()).items():
+            assert abs(held[c] - 0.2 * total) <= 1, (split, c)
     # The digits images are all distinct, so disjoint rows mean disjoint examples.
-    train_rows, val_rows = _rows(data.train_x), _rows(data.val_x)
-    assert len(train_rows) == data.train_size and len(val_rows) == data.val_size
-    assert not train_rows & val_rows
+    rows = {s: _rows(_xy(data, s)[0]) for s in data.splits}
+    assert [len(r) for r in rows.values()] == [data.size(s) for s in data.splits]
+    assert not rows["train"] & rows["val"] and not rows["train"] & rows["test"]
+    assert not rows["val"] & rows["test"]
 
 
-def test_split_is_fixed_across_calls_and_set_by_split_seed() -> None:
+def test_splits_are_fixed_across_calls_and_set_by_split_seed() -> None:
     a, b = load(DataSpec("digits")), load(DataSpec("digits"))
-    assert torch.equal(a.train_x, b.train_x) and torch.equal(a.val_y, b.val_y)
+    for split in a.splits:
+        assert torch.equal(_xy(a, split)[0], _xy(b, split)[0])
     c = load(DataSpec("digits", split_seed=1))
-    assert _rows(c.val_x) != _rows(a.val_x)
+    assert _rows(_xy(c, "test")[0]) != _rows(_xy(a, "test")[0])
+
+
+def test_test_fraction_zero_holds_out_nothing_and_without_drops_a_split() -> None:
+    data = load(DataSpec("digits", test_fraction=0.0))
+    assert data.splits == ("train", "val") and data.train_size + data.val_size == 1797
+    searched = load(DataSpec("digits")).without("test")
+    assert searched.splits == ("train", "val")
 
 
 def test_split_normalizes_with_training_statistics() -> None:
-    data = load(DataSpec("digits", val_fraction=0.5))
-    assert data.train_size == pytest.approx(1797 / 2, abs=1)
-    assert data.train_x.mean().item() == pytest.approx(0.0, abs=1e-5)
-    assert data.train_x.std().item() == pytest.approx(1.0, abs=1e-3)
-    assert data.val_x.mean().item() != pytest.approx(0.0, abs=1e-5)
+    data = load(DataSpec("digits", val_fraction=0.5, test_fraction=0.1))
+    assert data.train_size == pytest.approx(0.4 * 1797, abs=1)
+    train_x = _xy(data, "train")[0]
+    assert train_x.mean().item() == pytest.approx(0.0, abs=1e-5)
+    assert train_x.std().item() == pytest.approx(1.0, abs=1e-3)
+    assert _xy(data, "val")[0].mean().item() != pytest.approx(0.0, abs=1e-5)
 
 
 def test_classes_filter_relabels_to_0_to_k_minus_1() -> None:
     data = load(DataSpec("digits", classes=(9, 3, 7)))
     assert data.num_classes == 3
-    labels = torch.cat([data.train_y, data.val_y]).tolist()
+    labels = torch.cat([_xy(data, s)[1] for s in data.splits]).tolist()
     assert set(labels) == {0, 1, 2}
     source = Counter(load_digits().target.tolist())
     counts = Counter(labels)
@@ -77,25 +94,50 @@ def test_unknown_data_name_is_a_user_error() -> None:
         load(DataSpec("imagenet"))
 
 
-def test_batches_drop_the_last_partial_batch_and_follow_the_generator() -> None:
+@pytest.mark.parametrize("fraction", [0.8, -0.1])
+def test_test_fraction_out_of_range_is_a_user_error(fraction: float) -> None:
+    with pytest.raises(UserError, match=r"^data\.test_fraction: must be in \[0, 1 - val"):
+        load(DataSpec("digits", test_fraction=fraction))
+
+
+def test_batches_cover_every_example_once_and_follow_the_generator() -> None:
     data = load(DataSpec("digits", classes=(0, 1)))
     batches = list(data.train_batches(64, torch.Generator().manual_seed(0)))
-    assert len(batches) == data.steps_per_epoch(64) == data.train_size // 64
-    assert all(x.shape == (64, 1, 8, 8) and y.shape == (64,) for x, y in batches)
+    assert data.train_size % 64 != 0  # so the last batch is partial, not dropped
+    assert len(batches) == data.steps_per_epoch(64) == -(-data.train_size // 64)
+    assert all(x.shape == (64, 1, 8, 8) and y.shape == (64,) for x, y in batches[:-1])
+    assert len(batches[-1][1]) == data.train_size % 64
+    seen = torch.cat([x for x, _ in batches])
+    assert _rows(seen) == _rows(_xy(data, "train")[0])
     again = list(data.train_batches(64, torch.Generator().manual_seed(0)))
     other = list(data.train_batches(64, torch.Generator().manual_seed(1)))
     assert all(torch.equal(a[1], b[1]) for a, b in zip(batches, again, strict=True))
     assert not all(torch.equal(a[1], b[1]) for a, b in zip(batches, other, strict=True))
     x, _ = next(data.train_batches(64, torch.Generator(), channels_last=True))
     assert x.is_contiguous(memory_format=torch.channels_last)
-    assert sum(len(y) for _, y in data.val_batches(batch_size=50)) == data.val_size
+    for split in ("val", "test"):
+        assert sum(len(y) for _, y in data.eval_batches(split, 50)) == data.size(split)
+
+
+# -- mnist5k: the default study's data -----------------------------------------------------
+
+
+def test_mnist5k_is_real_mnist_split_three_ways_and_resized() -> None:
+    full = load(DataSpec("mnist5k", test_fraction=0.0, val_fraction=0.5))
+    assert full.train_size + full.val_size == 5000 and full.num_classes == 10
+    assert _xy(full, "train")[0].shape[1:] == (1, 28, 28)
+    data = load(DataSpec("mnist5k", classes=(5, 6, 7, 8, 9), image_size=14))
+    assert {s: data.size(s) for s in data.splits} == {"train": 1500, "val": 500, "test": 500}
+    assert _xy(data, "test")[0].shape[1:] == (1, 14, 14)
+    assert Counter(_xy(data, "test")[1].tolist()) == {c: 100 for c in range(5)}
+    assert not _rows(_xy(data, "train")[0]) & _rows(_xy(data, "test")[0])
 
 
 def test_to_repeats_grey_images_for_rgb_models() -> None:
     data = load(DataSpec("digits", classes=(0, 1)))
     rgb = data.to(torch.device("cpu"), 3)
-    assert rgb.channels == 3 and rgb.train_x.shape[1] == 3
-    assert torch.equal(rgb.train_x[:, 2], data.train_x[:, 0])
+    assert rgb.channels == 3 and _xy(rgb, "train")[0].shape[1] == 3
+    assert torch.equal(_xy(rgb, "test")[0][:, 2], _xy(data, "test")[0][:, 0])
 
 
 # -- fake, image folders, torchvision sets ----------------------------------------------
@@ -104,12 +146,13 @@ def test_to_repeats_grey_images_for_rgb_models() -> None:
 def test_fake_data_loads_and_trains() -> None:
     spec = DataSpec("fake", size=200, image_size=12)
     data = load(spec)
-    assert data.channels == 3 and data.train_x.shape[1:] == (3, 12, 12)
-    assert data.train_size + data.val_size == 200 and 2 <= data.num_classes <= 10
-    assert torch.equal(load(spec).train_x, data.train_x)
+    assert data.channels == 3 and _xy(data, "train")[0].shape[1:] == (3, 12, 12)
+    assert sum(data.size(s) for s in data.splits) == 200 and 2 <= data.num_classes <= 10
+    assert torch.equal(_xy(load(spec), "train")[0], _xy(data, "train")[0])
     result = train(TrainConfig(epochs=1, batch_size=32), spec, ModelSpec("cnn", width=8),
                    device="cpu")
     assert result.outcome == "completed" and len(result.curve) == 1
+    assert result.test_accuracy is not None
 
 
 def _image_folder(root: Path) -> Path:
@@ -122,23 +165,38 @@ def _image_folder(root: Path) -> Path:
     return root
 
 
-def test_imagefolder_loads_resizes_and_trains(tmp_path: Path) -> None:
+def test_imagefolder_loads_resizes_splits_and_trains(tmp_path: Path) -> None:
     root = _image_folder(tmp_path / "images")
     spec = DataSpec(f"imagefolder:{root}", image_size=16)
     data = load(spec)
-    assert data.folder is not None
+    assert data.folders and data.splits == ("train", "val", "test")
     assert (data.num_classes, data.channels) == (2, 3)
-    assert (data.train_size, data.val_size) == (16, 4)
-    val_labels = [int(v) for _, y in data.val_batches() for v in y]
-    assert sorted(val_labels) == [0, 0, 1, 1]  # stratified
-    batches = list(data.train_batches(4, torch.Generator().manual_seed(0)))
-    assert len(batches) == 4
+    assert {s: data.size(s) for s in data.splits} == {"train": 12, "val": 4, "test": 4}
+    for split in ("val", "test"):
+        labels = [int(v) for _, y in data.eval_batches(split) for v in y]
+        assert sorted(labels) == [0, 0, 1, 1]  # stratified
+        assert sorted(labels) == sorted(data.labels(split).tolist())
+    indices = [set(data.folders[s].indices) for s in data.splits]
+    assert sum(map(len, indices)) == len(set().union(*indices)) == 20  # disjoint, complete
+    batches = list(data.train_batches(5, torch.Generator().manual_seed(0)))
+    assert [len(y) for _, y in batches] == [5, 5, 2]
     x, y = batches[0]
-    assert x.shape == (4, 3, 16, 16) and x.dtype == torch.float32 and 0 <= x.min() <= x.max() <= 1
+    assert x.shape == (5, 3, 16, 16) and x.dtype == torch.float32 and 0 <= x.min() <= x.max() <= 1
     result = train(TrainConfig(epochs=2, batch_size=4, lr=1e-2), data, ModelSpec("cnn", width=8),
                    device="cpu")
     assert result.outcome == "completed" and len(result.curve) == 2
-    assert result.accuracy >= 0.5
+    assert result.accuracy >= 0.5 and result.test_accuracy is not None
+
+
+def test_imagefolder_with_train_and_test_folders_uses_its_own_test_set(tmp_path: Path) -> None:
+    _image_folder(tmp_path / "images" / "train")
+    _image_folder(tmp_path / "images" / "test")
+    data = load(DataSpec(f"imagefolder:{tmp_path / 'images'}", image_size=8))
+    assert {s: data.size(s) for s in data.splits} == {"train": 16, "val": 4, "test": 20}
+    assert data.labels("test").tolist() == [0] * 10 + [1] * 10
+    (tmp_path / "images" / "test" / "light").rename(tmp_path / "images" / "test" / "bright")
+    with pytest.raises(UserError, match=r"^data\.name: .*test must have the classes of"):
+        load(DataSpec(f"imagefolder:{tmp_path / 'images'}", image_size=8))
 
 
 def test_missing_imagefolder_is_a_user_error(tmp_path: Path) -> None:
@@ -172,13 +230,15 @@ def test_torchvision_set_loads_from_raw_idx_files(tmp_path: Path, name: str, fol
     root = _mnist_dir(tmp_path / "data", folder)
     data = load(DataSpec(name, data_dir=str(root)))
     assert (data.num_classes, data.channels) == (3, 1)
-    assert (data.train_size, data.val_size) == (24, 6)
-    assert data.train_x.shape[1:] == (1, 28, 28)
-    assert Counter(data.val_y.tolist()) == {0: 2, 1: 2, 2: 2}
-    background = data.train_x.min()
-    assert (data.train_x[:, :, :2, :] == background).all()  # the padding, rows and columns
-    assert (data.train_x[:, :, :, -2:] == background).all()
-    assert len(_rows(data.train_x)) > 20  # real, mostly distinct images
+    assert {s: data.size(s) for s in data.splits} == {"train": 24, "val": 6, "test": 6}
+    train_x = _xy(data, "train")[0]
+    assert train_x.shape[1:] == (1, 28, 28)
+    assert Counter(_xy(data, "val")[1].tolist()) == {0: 2, 1: 2, 2: 2}
+    assert _xy(data, "test")[1].tolist() == [0] * 6  # the t10k files: the set's own test set
+    background = train_x.min()
+    assert (train_x[:, :, :2, :] == background).all()  # the padding, rows and columns
+    assert (train_x[:, :, :, -2:] == background).all()
+    assert len(_rows(train_x)) > 20  # real, mostly distinct images
 
 
 def test_missing_data_dir_is_a_user_error(tmp_path: Path) -> None:
@@ -191,22 +251,24 @@ def test_missing_data_dir_is_a_user_error(tmp_path: Path) -> None:
 
 def test_user_data_tensors_split_exactly() -> None:
     data = load(DataSpec("tests.usermodels:indexed_images"))
-    assert (data.num_classes, data.channels, data.train_size, data.val_size) == (3, 1, 48, 12)
+    assert (data.num_classes, data.channels) == (3, 1)
+    assert [data.size(s) for s in data.splits] == [36, 12, 12]
     # Every pixel of example i is i, normalized by one increasing affine map: rank = index.
-    values = torch.cat([data.train_x[:, 0, 0, 0], data.val_x[:, 0, 0, 0]])
-    index = values.argsort().argsort()
-    train_idx, val_idx = index[:48], index[48:]
-    assert set(train_idx.tolist()) | set(val_idx.tolist()) == set(range(60))
-    assert not set(train_idx.tolist()) & set(val_idx.tolist())
-    assert torch.equal(data.train_y, train_idx % 3) and torch.equal(data.val_y, val_idx % 3)
-    assert Counter(data.val_y.tolist()) == {0: 4, 1: 4, 2: 4}
+    values = torch.cat([_xy(data, s)[0][:, 0, 0, 0] for s in data.splits])
+    index = values.argsort().argsort().tolist()
+    train_idx, val_idx = torch.tensor(index[:36]), torch.tensor(index[36:48])
+    parts = [set(index[:36]), set(index[36:48]), set(index[48:])]
+    assert set().union(*parts) == set(range(60)) and sum(map(len, parts)) == 60
+    assert torch.equal(_xy(data, "train")[1], train_idx % 3)
+    assert torch.equal(_xy(data, "val")[1], val_idx % 3)
+    assert Counter(_xy(data, "val")[1].tolist()) == {0: 4, 1: 4, 2: 4}
 
 
 def test_user_data_as_a_dataset() -> None:
     data = load(DataSpec("tests.usermodels:digits_dataset"))
     assert (data.num_classes, data.channels) == (2, 1)
-    assert (data.train_size, data.val_size) == (80, 20)
-    assert data.train_x.shape[1:] == (1, 8, 8)
+    assert [data.size(s) for s in data.splits] == [60, 20, 20]
+    assert _xy(data, "train")[0].shape[1:] == (1, 8, 8)
 
 
 @pytest.mark.parametrize(("name", "message"), [

@@ -20,6 +20,7 @@ from tests.test_choose import RECIPE
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "examples" / "train_with_best.py"
 LINE = re.compile(r"^epoch (\d+)/(\d+): validation accuracy (\d+\.\d+)$")
+TEST_LINE = re.compile(r"^test accuracy (\d+\.\d+)$")
 
 CONFIGS = {
     "plain": TrainConfig(optimizer="adam", lr=0.002, batch_size=64, epochs=2,
@@ -41,21 +42,21 @@ def run_example(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=300, check=False)
 
 
-def export(config: TrainConfig, path: Path) -> Path:
+def export(config: TrainConfig, path: Path, best_epoch: int) -> Path:
     trial = create_trial(
         params={"lr": config.lr}, distributions={"lr": FloatDistribution(1e-4, 1.0)},
         values=[0.95, 1.0],
         user_attrs={"config": config.to_dict(), "outcome": "completed",
-                    "result": {"accuracy": 0.95, "seconds": 1.0, "best_epoch": 2}})
-    return exporter.write(exporter.export_record("digits", trial, RECIPE), path)
+                    "result": {"accuracy": 0.95, "seconds": 1.0, "best_epoch": best_epoch}})
+    return exporter.write(exporter.export_record("mnist", trial, RECIPE), path)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_example_trains_an_exported_config(name: str, tmp_path: Path) -> None:
-    path = export(CONFIGS[name], tmp_path / f"{name}.yaml")
+    path = export(CONFIGS[name], tmp_path / f"{name}.yaml", best_epoch=2)
     proc = run_example(str(path))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.strip().splitlines()
+    *lines, last = proc.stdout.strip().splitlines()
     matches = [LINE.match(line) for line in lines]
     assert all(matches), lines
     assert [(int(m[1]), int(m[2])) for m in matches] == [(1, 2), (2, 2)]
@@ -63,6 +64,17 @@ def test_example_trains_an_exported_config(name: str, tmp_path: Path) -> None:
     assert all(0.0 <= a <= 1.0 for a in accuracies)
     # The pretrained backbone fine-tuned for 2 epochs is far above chance (0.2).
     assert max(accuracies) > 0.5, accuracies
+    test = TEST_LINE.match(last)
+    assert test and float(test[1]) > 0.5, last
+
+
+def test_example_stops_where_the_exported_point_was_measured(tmp_path: Path) -> None:
+    # A 6-epoch schedule whose point was measured after epoch 1: the loop trains 1 epoch.
+    path = export(CONFIGS["plain"].replace(epochs=6), tmp_path / "early.yaml", best_epoch=1)
+    proc = run_example(str(path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert [LINE.match(line).groups()[:2] for line in lines[:-1]] == [("1", "1")]
 
 
 def test_example_without_arguments_prints_usage(tmp_path: Path) -> None:

@@ -256,7 +256,7 @@ def test_criterion_gives_the_engines_loss(recorded: dict[str, Any]) -> None:
 def test_mixer_mixes_as_the_engines_does(recorded: dict[str, Any], data: Any) -> None:
     (num_classes,), engine_mix = recorded["build_mixer"]
     assert num_classes == data.num_classes
-    x, y = data.train_x[:32], data.train_y[:32]
+    x, y = (t[:32] for t in data.tensors["train"])
     torch.manual_seed(7)
     engine_x, engine_t = engine_mix(x, y)
     torch.manual_seed(7)
@@ -266,7 +266,7 @@ def test_mixer_mixes_as_the_engines_does(recorded: dict[str, Any], data: Any) ->
 
 
 def test_mix_returns_soft_targets_summing_to_one(data: Any) -> None:
-    x, y = data.train_x[:32], data.train_y[:32]
+    x, y = (t[:32] for t in data.tensors["train"])
     for cfg in (CONFIG, CONFIG.replace(mixup_alpha=0.0, cutmix_alpha=1.0),
                 CONFIG.replace(cutmix_alpha=0.5)):
         mixed, target = cfg.mix(x, y, data.num_classes)

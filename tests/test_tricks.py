@@ -58,10 +58,10 @@ def test_frozen_blocks_stay_bit_identical_in_a_plain_loop() -> None:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     optimizer = cfg.build_optimizer(model)
     criterion = cfg.build_criterion()
-    data = target_data()
+    train_x, train_y = target_data().tensors["train"]
     model.train()
     for i in range(3):
-        x, y = data.train_x[32 * i:32 * (i + 1)], data.train_y[32 * i:32 * (i + 1)]
+        x, y = train_x[32 * i:32 * (i + 1)], train_y[32 * i:32 * (i + 1)]
         criterion(model(x), y).backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -81,7 +81,8 @@ def test_frozen_batchnorm_keeps_pretrained_statistics() -> None:
     state = _checkpoint_state()
     model.train()
     with torch.no_grad():
-        model(target_data().train_x[:64] * 3 + 1)  # shifted data would move running stats
+        # Shifted data would move the running stats of unfrozen BatchNorm layers.
+        model(target_data().tensors["train"][0][:64] * 3 + 1)
     for stat in ("running_mean", "running_var", "weight", "bias"):
         assert torch.equal(getattr(model.stem[1], stat), state[f"stem.1.{stat}"]), stat
     assert not torch.equal(model.layer1[1].running_mean, state["layer1.1.running_mean"])
@@ -95,8 +96,8 @@ def test_backward_stops_at_the_first_trainable_block() -> None:
         model.get_submodule(name).register_forward_hook(
             lambda _m, _i, out, name=name: needs_grad.__setitem__(name, out.requires_grad))
     model.train()
-    loss = nn.functional.cross_entropy(model(target_data().train_x[:32]),
-                                       target_data().train_y[:32])
+    x, y = target_data().tensors["train"]
+    loss = nn.functional.cross_entropy(model(x[:32]), y[:32])
     loss.backward()
     assert needs_grad == {"layer1": False, "layer2": True}
     assert all(p.grad is None for p in model.layer1.parameters())
@@ -158,8 +159,8 @@ def test_label_smoothing_changes_the_loss_for_the_same_logits() -> None:
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:
-    data = target_data()
-    return data.train_x[:16], data.train_y[:16]
+    x, y = target_data().tensors["train"]
+    return x[:16], y[:16]
 
 
 def _check_soft_targets(target: torch.Tensor, y: torch.Tensor) -> None:

@@ -20,7 +20,7 @@ from search.models import SmallCNN
 SEEN_DTYPES: list[torch.dtype] = []  # dtype of the first conv's output, one per forward
 INSTANCES: list[nn.Module] = []  # every model built through ``recording_cnn``
 
-TARGET = DataSpec("digits", classes=(5, 6, 7, 8, 9))  # the default study's target task
+TARGET = DataSpec("digits", classes=(5, 6, 7, 8, 9))  # the smoke study's target task
 PRETRAINED = "pretrained:digits-0-4"
 
 
@@ -121,4 +121,5 @@ def flat_vectors() -> tuple[torch.Tensor, torch.Tensor]:
 def small_data() -> Data:
     """``target_data`` cut to its first 160 training examples: 5 steps of 32, short on a CPU."""
     full = target_data()
-    return dataclasses.replace(full, train_x=full.train_x[:160], train_y=full.train_y[:160])
+    x, y = full.tensors["train"]
+    return dataclasses.replace(full, tensors={**full.tensors, "train": (x[:160], y[:160])})
