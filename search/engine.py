@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from search import models, timing
+from search import compiler, models, timing
 from search.config import TrainConfig
 from search.data import Data, DataSpec
 from search.data import load as load_data
@@ -52,6 +52,7 @@ class TrainResult:
     config: dict[str, Any] = field(default_factory=dict)
     # Accuracy on the test split at best_epoch (None without one); never used for selection.
     test_accuracy: float | None = None
+    compiled: dict[str, Any] | None = None  # compiled runs: what torch.compile did (compiler)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,7 +107,7 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
     mix = config.build_mixer(data.num_classes)
     scaler = config.grad_scaler(dev)
     generator = torch.Generator().manual_seed(config.seed)
-    loss_limit = DIVERGED_LOSS_FACTOR * math.log(max(2, data.num_classes))
+    divergence = Divergence(dev, DIVERGED_LOSS_FACTOR * math.log(max(2, data.num_classes)))
     fingerprint = timing.fingerprint(dev)
 
     clock, eval_clock = timing.Stopwatch(dev), timing.Stopwatch(dev)
@@ -115,15 +116,17 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
     best_acc, best_epoch, best_seconds, since_best = -1.0, 0, 0.0, 0
     test_acc = None
     try:
-        # Counting FLOPs runs the first batch (untimed): a batch too big fails here first.
-        x0, y0 = next(data.train_batches(config.batch_size, torch.Generator().manual_seed(0)))
-        flops = timing.flops_per_sample(net, x0, y0, criterion)
+        # Counting FLOPs runs the first batch (untimed) in the run's precision and layout,
+        # so its kernels are warm for the timed loop: a batch too big fails here first.
+        x0, y0 = next(data.train_batches(config.batch_size, torch.Generator().manual_seed(0),
+                                         config.channels_last))
+        with config.autocast(dev):
+            flops = timing.flops_per_sample(net, x0, y0, criterion)
         del x0, y0
-        step_net = torch.compile(net) if config.compile else net
+        step_net = compiler.compile(net) if config.compile else net
         for epoch in range(1, config.train_epochs + 1):
             net.train()
             with clock:
-                finite = None
                 for x, y in data.train_batches(config.batch_size, generator,
                                                config.channels_last):
                     x, target = mix(x, y)
@@ -134,15 +137,13 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
                     scaler.update()
                     optimizer.zero_grad(set_to_none=True)
                     scheduler.step()
-                    # Checked one step late, so on a GPU the check waits on a finished step.
-                    if finite is not None and not bool(finite):
-                        break
-                    finite = loss.detach() < loss_limit  # False for nan and inf too
                     samples += len(x)
-            if finite is not None and not bool(finite):
+                    if divergence.seen(loss):  # never waits for the device
+                        break
+            if divergence.confirmed():  # the clock synchronized: reading costs nothing
                 outcome = "diverged"
-                reason = (f"training loss non-finite or above {loss_limit:.0f} (1000 x chance) "
-                          f"in epoch {epoch}")
+                reason = (f"training loss non-finite or above {divergence.limit:.0f} "
+                          f"(1000 x chance) in epoch {epoch}")
                 break
             with eval_clock:
                 acc, val_loss = evaluate(step_net, data, config, dev)
@@ -181,7 +182,45 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
         samples_per_second=samples / clock.seconds if clock.seconds else 0.0,
         flops_per_sample=flops,
         flops_per_second=flops * samples / clock.seconds if clock.seconds else 0.0,
-        device=fingerprint, curve=curve, config=config.to_dict(), test_accuracy=test_acc)
+        device=fingerprint, curve=curve, config=config.to_dict(), test_accuracy=test_acc,
+        compiled=compiler.stats() if config.compile else None)
+
+
+class Divergence:
+    """Watches the training loss for divergence (non-finite, or above ``limit``) without
+    a host-device sync per step, which a user's loop would not have.
+
+    A flag accumulates on the device. On a GPU the host reads a copy of it in pinned
+    memory, refreshed by a non-blocking copy whenever the previous copy has landed (a
+    CUDA event says so), so a diverged run stops a few steps late instead of every step
+    waiting for the GPU; ``confirmed`` reads the flag itself once the device is idle. On
+    the CPU there is no device to wait for: the flag is read directly, every step.
+    """
+
+    def __init__(self, device: torch.device, limit: float) -> None:
+        self.limit = limit
+        self.ok = torch.ones((), dtype=torch.bool, device=device)
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            self.host = torch.ones((), dtype=torch.bool).pin_memory()
+            self.landed = torch.cuda.Event()  # an event never recorded counts as done
+
+    def seen(self, loss: torch.Tensor) -> bool:
+        """Fold one step's loss into the flag; whether divergence is seen yet (no sync)."""
+        self.ok &= loss.detach() < self.limit  # False for nan and inf too
+        if not self.cuda:
+            return not bool(self.ok)
+        if not self.landed.query():
+            return False
+        if not bool(self.host):
+            return True
+        self.host.copy_(self.ok, non_blocking=True)
+        self.landed.record()
+        return False
+
+    def confirmed(self) -> bool:
+        """Whether the run diverged (reads the device flag: call when the device is idle)."""
+        return not bool(self.ok)
 
 
 @torch.no_grad()

@@ -75,13 +75,14 @@ def warm_up(device: torch.device) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.randn(32, 3, 8, 8, device=device)
     y = torch.randint(0, 10, (32,), device=device)
-    dtypes = [None, torch.bfloat16] + ([torch.float16] if device.type == "cuda" else [])
-    for dtype in dtypes:
+    for dtype in (None, torch.bfloat16, torch.float16):  # every precision a trial may run
+        scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
         for _ in range(5):
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 loss = nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             opt.zero_grad(set_to_none=True)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -117,7 +118,7 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-_flops: dict[tuple[str, tuple[bool, ...], tuple[int, ...]], float] = {}
+_flops: dict[tuple[Any, ...], float] = {}
 
 
 def flops_per_sample(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -127,12 +128,16 @@ def flops_per_sample(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     Counted on the model as configured (frozen blocks do no backward work), without an
     optimizer step, and with the gradients cleared afterwards, so training is unaffected.
     The count depends only on the architecture, which parameters train and the shape of
-    one example, so a process counts each such combination once (a counting pass costs
-    about 0.25 s on the CPU, a tenth of a short trial).
+    one example; the pass also warms the kernels of the precision (autocast, as the
+    caller entered it) and memory layout it runs in, so a process runs it once per such
+    combination (a counting pass costs about 0.25 s on the CPU, a tenth of a short trial).
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    key = (str(model), tuple(p.requires_grad for p in model.parameters()), tuple(x.shape[1:]))
+    kind = x.device.type
+    key = (str(model), tuple(p.requires_grad for p in model.parameters()), tuple(x.shape[1:]),
+           x.is_contiguous(memory_format=torch.channels_last) and x.ndim == 4,
+           torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None)
     if key in _flops:
         return _flops[key]
 

@@ -213,3 +213,72 @@ def test_flops_are_counted_once_per_architecture_and_trainable_set() -> None:
     net.head[-1].weight.requires_grad_(True)
     frozen = timing.flops_per_sample(net, x, y, criterion)
     assert len(timing._flops) == 2 and frozen < full
+
+
+def test_divergence_watch_flags_a_non_finite_or_huge_loss_at_once_on_the_cpu() -> None:
+    from search.engine import Divergence
+
+    watch = Divergence(torch.device("cpu"), limit=100.0)
+    assert not watch.seen(torch.tensor(2.0)) and not watch.seen(torch.tensor(99.0))
+    assert not watch.confirmed()
+    assert watch.seen(torch.tensor(float("nan")))
+    assert watch.seen(torch.tensor(1.0))  # once diverged, it stays diverged
+    assert watch.confirmed()
+    assert Divergence(torch.device("cpu"), 100.0).seen(torch.tensor(1e6))
+
+
+def test_the_flop_pass_runs_once_per_precision_and_layout_it_warms() -> None:
+    from search import timing
+    from search.models import SmallCNN
+
+    net, criterion = SmallCNN(1, 5), torch.nn.CrossEntropyLoss()
+    x, y = torch.randn(8, 3, 8, 8)[:, :1], torch.randint(0, 5, (8,))
+    x = x.contiguous()
+    timing._flops.clear()
+    fp32 = timing.flops_per_sample(net, x, y, criterion)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = timing.flops_per_sample(net, x, y, criterion)
+    assert len(timing._flops) == 2 and bf16 == fp32  # counted again, in bf16: same count
+
+
+def _compile_stats_in_a_fresh_process(cfg: TrainConfig) -> dict[str, Any]:
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = ("import json, sys\n"
+            "from search import compiler\n"
+            "from search.config import TrainConfig\n"
+            "from search.engine import train\n"
+            "from tests.test_engine import CNN\n"
+            "from tests.usermodels import small_data\n"
+            "compiler.OPTIONS['backend'] = 'eager'\n"
+            "cfg = TrainConfig(**json.loads(sys.argv[1]))\n"
+            "print(json.dumps(train(cfg, small_data(), CNN, device='cpu').compiled))\n")
+    config = {**cfg.to_dict(), "betas": None}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(config)], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_each_compiled_run_compiles_as_a_fresh_process_would(monkeypatch: Any) -> None:
+    # Dynamo's backend does not matter for what is counted here: "eager" skips the C++
+    # code generation (tens of seconds on a CPU) and still traces, guards and recompiles.
+    from search import compiler
+
+    monkeypatch.setattr(compiler, "OPTIONS", {"backend": "eager"})
+    wide = TrainConfig(epochs=2, compile=True, batch_size=32)
+    odd = TrainConfig(epochs=2, compile=True, batch_size=48)  # 160 = 3 x 48 + a partial 16
+    train(wide, small_data(), CNN, device="cpu")
+    after_another = train(odd, small_data(), CNN, device="cpu")
+    assert after_another.outcome == "completed"
+    stats = after_another.compiled
+    assert stats == _compile_stats_in_a_fresh_process(odd)
+    assert stats["ran_compiled"] and stats["fallbacks"] == 0 and stats["graphs"] >= 1
+    # The partial batch and the switch to evaluation each compile again.
+    assert stats["compilations"] >= 2
+    assert train(odd.replace(compile=False), small_data(), CNN, device="cpu").compiled is None

@@ -30,7 +30,7 @@ EVERY_FIELD = TrainConfig(
     optimizer="adamw", lr=1 / 3, weight_decay=3.2e-06, betas=(0.85, 0.995),
     lr_schedule="onecycle", warmup=0.15, lr_scaling="linear", batch_size=128, epochs=7,
     patience=2, frozen_layers=1, mixup_alpha=0.3, cutmix_alpha=0.4, label_smoothing=0.05,
-    precision="bf16", channels_last=True, compile=True, dropout=0.1, seed=3)
+    precision="bf16", channels_last=True, compile=True, dropout=0.1, seed=3, stop_after=5)
 
 TINY_RECIPE = """\
 name: tiny
@@ -88,10 +88,11 @@ def test_exported_file_describes_itself(url: str, tmp_path: Path) -> None:
     path, record = exported(url, tmp_path, "--min-accuracy", "0.96")
     assert path.read_text(encoding="utf-8").startswith("#")  # says how to load it
     assert record["format"] == exporter.FORMAT
-    assert record["params"] == config_of(2)
-    assert record["reproduce"]["epochs"] == 2
-    assert record["reproduce"]["stop_after_epochs"] == 2
-    assert record["measured"]["accuracy"] == pytest.approx(HAND[2][0])
+    # The schedule's length and where the point was measured.
+    assert record["params"] == {**config_of(2), "stop_after": 2}
+    assert record["params"]["epochs"] == 2
+    assert record["measured"]["val_accuracy"] == pytest.approx(HAND[2][0])
+    assert "test_accuracy" in record["measured"]
     assert record["measured"]["seconds"] == pytest.approx(HAND[2][1])
     assert record["measured"]["outcome"] == "completed"
     assert record["device"]["key"] == CPU
@@ -100,7 +101,8 @@ def test_exported_file_describes_itself(url: str, tmp_path: Path) -> None:
     assert record["study"] == "hand"
     assert record["trial"] == 2
     assert record["tool"] == {"name": "search", "version": search.__version__}
-    assert search.load_config(path) == TrainConfig.from_mapping(config_of(2))
+    assert search.load_config(path) == TrainConfig.from_mapping(config_of(2)).replace(
+        stop_after=2)
 
 
 def test_export_defaults_to_the_knee(url: str, tmp_path: Path) -> None:
@@ -110,8 +112,9 @@ def test_export_defaults_to_the_knee(url: str, tmp_path: Path) -> None:
 def test_export_by_trial_number(url: str, tmp_path: Path) -> None:
     path, record = exported(url, tmp_path, "--trial", "4")  # dominated, but asked for
     assert record["trial"] == 4
-    assert record["measured"]["accuracy"] == pytest.approx(HAND[4][0])
-    assert search.load_config(path) == TrainConfig.from_mapping(config_of(4))
+    assert record["measured"]["val_accuracy"] == pytest.approx(HAND[4][0])
+    assert search.load_config(path) == TrainConfig.from_mapping(config_of(4)).replace(
+        stop_after=record["params"]["stop_after"])
 
 
 def test_export_of_a_pruned_trial_is_refused_and_writes_nothing(url: str,
@@ -179,7 +182,8 @@ def test_train_with_an_exported_config(url: str, tmp_path: Path, recipe: Path) -
     assert summary["outcome"] == "completed"
     # The exported config replaces the recipe's baseline (sgd, epochs 3, batch 32).
     assert summary["config"] == record["params"]
-    assert summary["epochs"] == record["reproduce"]["epochs"] == 2
+    assert summary["epochs"] == record["params"]["stop_after"] == 2
+    assert summary["test_accuracy"] is not None  # the recipe's data has a test split
 
 
 def test_train_with_a_foreign_config_is_one_line(tmp_path: Path, recipe: Path) -> None:
@@ -192,8 +196,10 @@ def test_train_with_a_foreign_config_is_one_line(tmp_path: Path, recipe: Path) -
 def test_a_stopped_trials_point_is_exported_and_reproduced_by_retraining(tmp_path: Path
                                                                          ) -> None:
     """Every measured point counts: a trial the pruner stopped after epoch 1 of 2 is a
-    complete trial with its point; its export says where to stop, and training its config
-    (same schedule length, same seed) for that many epochs lands on the same accuracy."""
+    complete trial with its point; its export says where to stop (``stop_after``), and
+    training the loaded config as it is (the schedule laid out over 2 epochs, same seed)
+    stops there and lands on the same point: the same accuracy, validation and test, the
+    same epochs and examples trained, so the seconds are of the same work."""
     from search.data import DataSpec
     from search.data import load as load_data
     from search.engine import train
@@ -212,12 +218,17 @@ def test_a_stopped_trials_point_is_exported_and_reproduced_by_retraining(tmp_pat
     assert result.exit_code == 0, result.output
     record = yaml.safe_load(out.read_text())
     assert record["measured"]["outcome"] == "pruned"
-    assert record["reproduce"] == {**record["reproduce"], "epochs": 2, "stop_after_epochs": 1}
-    assert record["measured"]["accuracy"] == stopped.values[0]
+    assert (record["params"]["epochs"], record["params"]["stop_after"]) == (2, 1)
+    assert record["measured"]["val_accuracy"] == stopped.values[0]
 
     config = search.load_config(out)
+    assert config.train_epochs == 1
     data = load_data(DataSpec("digits", classes=(5, 6, 7, 8, 9)))
     again = train(config, data, ModelSpec("cnn", weights="pretrained:digits-0-4"),
-                  device="cpu", callback=lambda epoch, *_: epoch >= 1)
-    assert again.epochs_run == 1
-    assert again.accuracy == record["measured"]["accuracy"]
+                  device="cpu")
+    assert (again.outcome, again.epochs_run) == ("completed", 1)
+    assert again.accuracy == record["measured"]["val_accuracy"]
+    assert again.test_accuracy == record["measured"]["test_accuracy"] is not None
+    measured = stopped.user_attrs["result"]
+    assert again.samples_per_second * again.train_seconds == pytest.approx(
+        measured["samples_per_second"] * measured["train_seconds"])  # the same examples

@@ -145,8 +145,10 @@ def test_verify_stores_the_repeats_in_the_companion_study(study_url: str,
         assert 0.0 <= result["accuracy"] <= 1.0 and result["seconds"] > 0
         assert t.values == pytest.approx([result["accuracy"], result["seconds"]])
         assert result["config"]["seed"] == t.user_attrs["seed"]
-        # The same config but the seed.
-        assert {**result["config"], "seed": seed} == original.user_attrs["config"]
+        # The same config but the seed, stopped where the original stopped.
+        ran = original.user_attrs["result"]["epochs_run"]
+        assert {**result["config"], "seed": seed} == {**original.user_attrs["config"],
+                                                      "stop_after": ran}
         # Seconds are only compared within one device.
         assert t.user_attrs["device"] == original.user_attrs["device"]
         # A repeat stops where the original stopped (a stopped trial's point is the best
@@ -229,3 +231,27 @@ def test_verify_never_mixes_devices(study_url: str, verified: list[Verdict],
         torch.set_num_threads(1)
     companion = optuna.load_study(study_name="tiny:verify", storage=url)
     assert {t.user_attrs["device"] for t in companion.trials} == {key}
+
+
+def test_verify_of_a_time_to_accuracy_study_times_its_repeats_to_the_target(
+        tmp_path: Path) -> None:
+    # Repeats of a time-to-accuracy study stop at the study's target, as its trials did,
+    # and their seconds are time to the target (not time to their best epoch).
+    fm.one_thread()
+    target = 0.85
+    path = fm.write_recipe(tmp_path, SPACE, objective="time-to-accuracy", target=target,
+                           epochs=4, trials=2)
+    assert invoke("run", str(path), "--quiet", "--device", "cpu").exit_code == 0
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'tiny.db'}")
+    [verdict] = verifier.verify(study, top=1, repeats=1, device="cpu")
+    [repeat] = verifier.companion(study).get_trials(deepcopy=False)
+    result = repeat.user_attrs["result"]
+    reached = result["accuracy"] >= target
+    assert result["config"]["stop_after"] is None  # free to run past the original's epochs
+    if reached:  # stopped at the epoch that first reached the target
+        assert result["reason"].startswith("reached target")
+        assert result["best_epoch"] == result["epochs_run"]
+        assert repeat.values == [result["seconds"]] and verdict.flags == []
+    else:  # ran every epoch; flagged
+        assert result["epochs_run"] == 4 and verdict.flags == ["missed target 1x"]
+        assert repeat.values == [result["train_seconds"]]
