@@ -38,7 +38,7 @@ from search.engine import train
 from search.loop import work
 from search.study import Plan
 
-RECIPE = "studies/digits.yaml"  # the default --recipe
+RECIPE = "studies/mnist.yaml"  # the default --recipe
 
 
 def find(plan: Plan, args: Any) -> tuple[optuna.Study, str]:
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p = common.parser("speedup", __doc__.splitlines()[0])
     p.add_argument("--recipe", default=RECIPE, help="the study recipe (default %(default)s)")
     p.add_argument("--study", help="pick from this existing study instead of searching")
-    p.add_argument("--storage", default="sqlite:///studies/digits.db")
+    p.add_argument("--storage", default="sqlite:///studies/mnist.db")
     p.add_argument("--search-seconds", type=float, default=None,
                    help="wall-clock seconds of the fresh search (default 60 with --quick, "
                         "else 300)")

@@ -268,6 +268,7 @@ def _choose(name: str, storage: str | None, device_key: str | None, min_accuracy
 def best(name: str, storage: str | None, device_key: str | None, min_accuracy: float | None,
          max_seconds: float | None, knee: bool, as_json: bool) -> None:
     """Pick one config from the front of study NAME and print it."""
+    from search.export import measured_config
     from search.report import fmt_accuracy
 
     study, trial = _choose(name, storage, device_key, min_accuracy, max_seconds, knee)
@@ -275,7 +276,7 @@ def best(name: str, storage: str | None, device_key: str | None, min_accuracy: f
     out = {"study": name, "trial": trial.number, "accuracy": result.get("accuracy"),
            "test_accuracy": result.get("test_accuracy"), "seconds": result.get("seconds"),
            "best_epoch": result.get("best_epoch"), "device": trial.user_attrs.get("device"),
-           "params": trial.user_attrs.get("config")}
+           "params": measured_config(trial).to_dict()}
     if as_json:
         click.echo(json.dumps(out))
         return

@@ -21,14 +21,20 @@ from search.files import read_mapping
 FORMAT = "search/config-v1"
 
 
+def measured_config(trial: Any) -> TrainConfig:
+    """A finished trial's config, set to stop where its point was measured: the end of its
+    best epoch (``stop_after``), with the schedule laid out over its ``epochs``."""
+    config = TrainConfig.from_mapping(trial.user_attrs["config"])
+    best_epoch = (trial.user_attrs.get("result") or {}).get("best_epoch")
+    return config.replace(stop_after=best_epoch) if best_epoch else config
+
+
 def export_record(study_name: str, trial: Any, recipe: dict[str, Any]) -> dict[str, Any]:
     """The exported mapping for a finished trial (an Optuna FrozenTrial)."""
     from search import __version__
 
     result = trial.user_attrs.get("result", {})
-    config = TrainConfig.from_mapping(trial.user_attrs["config"])
-    if result.get("best_epoch"):  # the measured point: the end of its best epoch
-        config = config.replace(stop_after=result["best_epoch"])
+    config = measured_config(trial)
     return {
         "format": FORMAT,
         # `epochs` is the schedule's length, `stop_after` the epoch the point was measured at.

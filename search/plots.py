@@ -146,10 +146,12 @@ def _on(trial: FrozenTrial, device: str | None) -> bool:
 
 
 def _hover(number: int, outcome: str, accuracy: float, seconds: float,
-           params: Mapping[str, Any], note: str = "") -> str:
+           params: Mapping[str, Any], note: str = "", test: float | None = None) -> str:
     items = param_items(params)
     rows = [", ".join(items[i:i + 4]) for i in range(0, len(items), 4)]
-    head = [f"trial {number} · {outcome}{note}", f"accuracy {accuracy:.4f} · {seconds:.3f} s"]
+    tested = "" if test is None else f" (test {test:.4f})"
+    head = [f"trial {number} · {outcome}{note}",
+            f"accuracy {accuracy:.4f}{tested} · {seconds:.3f} s"]
     return "<br>".join(_text(line) for line in [*head, *rows])
 
 
@@ -193,9 +195,11 @@ def pareto_data(trials: Iterable[FrozenTrial], *, device: str | None,
 
     def marker(number: int, accuracy: float, seconds: float, outcome: str, note: str = ""
                ) -> Marker:
-        params = by_number[number].params
+        trial = by_number[number]
+        test = (trial.user_attrs.get("result") or {}).get("test_accuracy")
         return Marker(number, accuracy, seconds, outcome,
-                      _hover(number, outcome, accuracy, seconds, params, note), color(number))
+                      _hover(number, outcome, accuracy, seconds, trial.params, note, test),
+                      color(number))
 
     here = [t for t in trials if _on(t, device)]
     pts = frontier.points(here, floor=floor)

@@ -144,23 +144,24 @@ def test_pruned_and_diverged_trials_are_never_chosen(url: str) -> None:
 
 def test_json_output_fields(url: str) -> None:
     out = best_json(url, "--min-accuracy", "0.96")
-    assert set(out) == {"study", "trial", "accuracy", "seconds", "best_epoch", "device",
-                        "params"}
+    assert set(out) == {"study", "trial", "accuracy", "test_accuracy", "seconds", "best_epoch",
+                        "device", "params"}
     assert out["study"] == "hand"
     assert out["trial"] == 2
     assert out["accuracy"] == pytest.approx(0.97)
     assert out["seconds"] == pytest.approx(4.0)
     assert out["best_epoch"] == 2
     assert out["device"] == CPU
-    assert out["params"] == config_of(2)
-    assert TrainConfig.from_mapping(out["params"]) == TrainConfig.from_mapping(config_of(2))
+    # The config as it was measured: stop after its best epoch.
+    assert out["params"] == {**config_of(2), "stop_after": 2}
+    assert TrainConfig.from_mapping(out["params"]).train_epochs == 2
 
 
 def test_text_output_names_trial_point_and_every_field(url: str) -> None:
     result = invoke("best", "hand", "--storage", url)
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
-    assert lines[0].startswith("trial 1: accuracy 0.9500 in 2.000s")
+    assert lines[0].startswith("trial 1: accuracy 0.9500 (test -) in 2.000s")
     assert "stop after epoch 2 of 2" in lines[0] and CPU in lines[0]
     assert [line.split(":")[0].strip() for line in lines[1:]] == list(TrainConfig.fields())
 

@@ -111,10 +111,26 @@ def test_every_trial_records_curve_outcome_config_and_device(
         result = attrs["result"]
         assert t.values == [result["accuracy"], result["seconds"]]
         assert result["accuracy"] == max(e["accuracy"] for e in curve)
+        # Selected on validation; the test split's accuracy at that epoch rides along.
+        assert 0 <= result["test_accuracy"] <= 1
         if attrs["outcome"] == "completed":
             assert result["epochs_run"] == len(curve) == 2
         else:
             assert attrs["outcome"] == "pruned" and "rung" in attrs["reason"]
+
+
+def test_the_front_shows_test_accuracy_beside_validation_accuracy(
+        first_run: tuple[Path, Path, Result]) -> None:
+    recipe, db, result = first_run
+    header = next(line for line in result.stdout.splitlines() if line.lstrip().startswith("trial"))
+    assert header.split()[:5] == ["trial", "val", "acc", "test", "acc"]
+    best = invoke("best", "tiny", "--storage", url(db), "--json")
+    assert best.exit_code == 0, best.output
+    picked = json.loads(best.stdout)
+    trial = load(db).trials[picked["trial"]]
+    assert picked["test_accuracy"] == trial.user_attrs["result"]["test_accuracy"] is not None
+    assert f"(test {picked['test_accuracy']:.4f})" in invoke("best", "tiny", "--storage",
+                                                             url(db)).stdout
 
 
 def test_trial_zero_is_the_baseline(first_run: tuple[Path, Path, Result]) -> None:

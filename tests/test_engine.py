@@ -282,3 +282,21 @@ def test_each_compiled_run_compiles_as_a_fresh_process_would(monkeypatch: Any) -
     # The partial batch and the switch to evaluation each compile again.
     assert stats["compilations"] >= 2
     assert train(odd.replace(compile=False), small_data(), CNN, device="cpu").compiled is None
+
+
+def test_the_test_split_never_changes_what_training_or_selection_sees() -> None:
+    # Relabel every test example: the validation curve, the best epoch and the point the
+    # search is scored on stay bit-identical; only the test accuracy moves.
+    import dataclasses
+
+    data = small_data()
+    x, y = data.tensors["test"]
+    relabelled = dataclasses.replace(
+        data, tensors={**data.tensors, "test": (x, (y + 1) % data.num_classes)})
+    cfg = TrainConfig(epochs=2, batch_size=32)
+    a, b = train(cfg, data, CNN, device="cpu"), train(cfg, relabelled, CNN, device="cpu")
+    assert _metrics(a) == _metrics(b)
+    assert (a.accuracy, a.best_epoch) == (b.accuracy, b.best_epoch)
+    assert a.test_accuracy > 0.5 > b.test_accuracy  # the relabelled test split is all wrong
+    without = train(cfg, data.without("test"), CNN, device="cpu")
+    assert _metrics(without) == _metrics(a) and without.test_accuracy is None

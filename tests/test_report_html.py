@@ -73,7 +73,7 @@ def test_summary_counts_trials_by_outcome(page: str) -> None:
 
 def test_other_device_page() -> None:
     page = report_html.build(mixed_study(), device=GPU)
-    assert [r.count("<td") for r in _rows(page, "Front configs")] == [5]
+    assert [r.count("<td") for r in _rows(page, "Front configs")] == [6]
     assert "Importance for accuracy is not available" in page  # one trial on that device
 
 
