@@ -36,7 +36,7 @@ from search.config import TrainConfig
 from search.data import load as load_data
 from search.engine import train
 from search.loop import work
-from search.study import Plan
+from search.study import Plan, enqueue_start
 
 RECIPE = "studies/mnist.yaml"  # the default --recipe
 
@@ -51,7 +51,7 @@ def find(plan: Plan, args: Any) -> tuple[optuna.Study, str]:
     study = optuna.create_study(directions=["maximize", "minimize"],
                                 sampler=plan.sampler(), pruner=plan.optuna_pruner())
     study.set_user_attr("budget", {"trials": None, "timeout": seconds})
-    study.enqueue_trial(plan.space.params_of(plan.base))
+    enqueue_start(study, plan)
     work(study, plan, timeout=seconds, device=str(args.device), progress=False)
     return study, f"a {seconds:g} s search ({len(study.trials)} trials)"
 

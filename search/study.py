@@ -21,6 +21,8 @@ from search.floor import BASELINE_ATTR, Floor, of_recipe
 from search.recipe import Recipe
 from search.storage import mask_url, open_storage
 
+PROBE_ATTR = "probe"  # user attribute of an enqueued probe: the trick it applies
+
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -183,8 +185,16 @@ def open_study(recipe: Recipe, plan: Plan, *, storage: str | None = None,
     study.set_user_attr("objective", recipe.objective)
     study.set_user_attr("target", recipe.target)
     study.set_user_attr("budget", budget)
-    study.enqueue_trial(plan.space.params_of(plan.base), user_attrs={BASELINE_ATTR: True})
+    enqueue_start(study, plan)
     return study
+
+
+def enqueue_start(study: optuna.Study, plan: Plan) -> None:
+    """Queue the study's first trials: the baseline (trial 0), then its probes (the
+    baseline with one speed-up trick each, ``Space.probes``), labelled ``probe``."""
+    study.enqueue_trial(plan.space.params_of(plan.base), user_attrs={BASELINE_ATTR: True})
+    for label, params in plan.space.probes(plan.base, pretrained=bool(plan.model.weights)):
+        study.enqueue_trial(params, user_attrs={PROBE_ATTR: label})
 
 
 def attach(name: str, storage: str, *, sampler: str | None = None) -> tuple[optuna.Study, Plan]:

@@ -397,3 +397,33 @@ def test_shipped_spaces_sample_valid_configs(name: str) -> None:
     for _, config in sample(space, TrainConfig(), 15):
         assert isinstance(config, TrainConfig)
         assert math.isfinite(config.lr) and 0 <= config.frozen_layers <= 5
+
+
+# --- probes -----------------------------------------------------------------------------
+
+
+def test_probes_apply_one_speed_trick_each_to_the_baseline() -> None:
+    space = spaces.load(ROOT / "spaces" / "default.yaml", max_blocks=CNN_BLOCKS)
+    base = TrainConfig(optimizer="adam", lr=0.001, batch_size=64, epochs=10)
+    probes = space.probes(base, pretrained=True)
+    assert [label for label, _ in probes] == ["precision=bf16", "frozen_layers=1",
+                                             "batch_size=128", "epochs=5"]
+    baseline = space.params_of(base)
+    for label, params in probes:
+        name, value = label.split("=")
+        changed = {k for k in params if params[k] != baseline.get(k)}
+        assert changed == {name}, label  # one trick, nothing else moves
+        probe = space.suggest(_enqueued(params), base)
+        assert str(getattr(probe, name)) == value
+        assert probe.replace(**{name: getattr(base, name)}, betas=None) == base
+    # Without pretrained weights there is nothing to freeze; the tricks' own baseline
+    # values are no probes.
+    assert "frozen_layers=1" not in dict(space.probes(base, pretrained=False))
+    assert [label for label, _ in space.probes(
+        base.replace(precision="bf16", batch_size=512, epochs=1), pretrained=False)] == []
+
+
+def _enqueued(params: dict[str, Any]) -> optuna.trial.Trial:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    study.enqueue_trial(params)
+    return study.ask()
