@@ -23,7 +23,8 @@ SAMPLERS = ("tpe", "nsga2", "random", "gp", "qmc", "grid")
 PRUNERS = ("pareto-sha", "none", "median", "successive-halving", "hyperband", "wilcoxon")
 
 _KEYS = {"name", "description", "data", "model", "space", "epochs", "objective", "target",
-         "floor", "trials", "timeout", "sampler", "pruner", "seed", "storage", "baseline"}
+         "floor", "trials", "timeout", "sampler", "pruner", "seed", "storage", "baseline",
+         "probes"}
 _DATA_KEYS = {"name", "classes", "data_dir", "download", "val_fraction", "test_fraction",
               "split_seed", "image_size", "size"}
 _MODEL_KEYS = {"name", "weights", "width"}
@@ -48,6 +49,7 @@ class Recipe:
     seed: int = 0
     storage: str = ""
     baseline: dict[str, Any] = field(default_factory=dict)
+    probes: bool = True  # after the baseline, the baseline with one speed-up trick each
     description: str = ""
     floor: dict[str, float] | str = field(default_factory=lambda: dict(floors.DEFAULT))
 
@@ -70,7 +72,7 @@ class Recipe:
         return {"name": self.name, "data": self.data, "model": self.model, "space": space,
                 "epochs": self.epochs, "objective": self.objective, "target": self.target,
                 "floor": self.floor, "sampler": self.sampler, "pruner": self.pruner,
-                "seed": self.seed, "baseline": self.baseline}
+                "seed": self.seed, "baseline": self.baseline, "probes": self.probes}
 
     def hash(self) -> str:
         blob = json.dumps(self.content(), sort_keys=True, default=str).encode()
@@ -136,6 +138,9 @@ def load(path: str | Path) -> Recipe:
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise err("seed", "must be an integer >= 0")
+    probes = raw.get("probes", True)
+    if not isinstance(probes, bool):
+        raise err("probes", "must be true or false")
     space = raw.get("space")
     space_path = None
     if space is not None:
@@ -158,7 +163,8 @@ def load(path: str | Path) -> Recipe:
     return Recipe(path=path, name=name, data=data, model=model, space=space_path,
                   epochs=epochs, objective=objective, target=target, trials=trials,
                   timeout=timeout, sampler=sampler, pruner=pruner, seed=seed, storage=storage,
-                  baseline=baseline, description=str(description), floor=floor)
+                  baseline=baseline, description=str(description), floor=floor,
+                  probes=probes)
 
 
 def _section(raw: dict[str, Any], key: str, allowed: set[str], src: str,

@@ -193,6 +193,8 @@ def enqueue_start(study: optuna.Study, plan: Plan) -> None:
     """Queue the study's first trials: the baseline (trial 0), then its probes (the
     baseline with one speed-up trick each, ``Space.probes``), labelled ``probe``."""
     study.enqueue_trial(plan.space.params_of(plan.base), user_attrs={BASELINE_ATTR: True})
+    if not plan.content.get("probes", True):
+        return
     for label, params in plan.space.probes(plan.base, pretrained=bool(plan.model.weights)):
         study.enqueue_trial(params, user_attrs={PROBE_ATTR: label})
 

@@ -126,7 +126,7 @@ def test_a_worker_on_sqlite_notes_that_it_serves_one_worker_at_a_time(tmp_path: 
 
 def test_enqueued_configs_each_run_exactly_once_on_four_workers(tmp_path: Path) -> None:
     fm.pretrained()
-    path = fm.write_recipe(tmp_path, SPACE, baseline=BASELINE)
+    path = fm.write_recipe(tmp_path, SPACE, baseline=BASELINE, probes=False)
     url = f"journal://{tmp_path / 'tiny.journal'}"
     recipe = recipes.load(path)
     budget = 21  # the baseline (queued by open_study as trial 0) and 20 configs
