@@ -267,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     floor = plan.floor.resolve(baseline.accuracy)
     reference = (ACCURACY_REFERENCE if floor is None else floor, 2 * baseline.seconds)
     print(f"efficiency on {dev}: {seeds} seeds x {len(makers)} arms, {budget:g} {clock} "
-          f"seconds each; reference point (accuracy {reference[0]:.4f} = the floor, "
+          f"seconds each; reference point (accuracy {reference[0]:.4f}"
+          f"{'' if floor is None else ' = the floor'}, "
           f"{reference[1]:.2f} s = 2 x baseline): a hypervolume of at most "
           f"{(1 - reference[0]) * reference[1]:.3f} (accuracy 1 in no time)", flush=True)
     for arm, reason in skipped.items():

@@ -15,10 +15,11 @@ cd "$(dirname "$0")/.."
 PY=${1:-.venv/bin/python}
 status=0
 step() { local limit=$1; shift; echo; echo "== $* (limit ${limit}s)"; timeout "$limit" "$@" || { echo "!! exit $? from: $*"; status=1; }; }
-step 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
-step 60 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'device', torch.cuda.get_device_name())"
-step 180 "$PY" benchmarks/gpu_check.py --device cuda --epochs 2
-step 100 "$PY" benchmarks/overhead.py --device cuda --task cifar-sized --batch-size 256 --rounds 2 --epochs 2
-step 180 "$PY" benchmarks/speedup.py --device cuda --recipe benchmarks/cifar-sized.yaml --search-seconds 90 --repeats 2
+# Limits: 10 + 30 + 170 + 90 + 150 = 450 s at most, 7.5 minutes.
+step 10 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+step 30 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'device', torch.cuda.get_device_name())"
+step 170 "$PY" benchmarks/gpu_check.py --device cuda --epochs 2
+step 90 "$PY" benchmarks/overhead.py --device cuda --task cifar-sized --batch-size 256 --rounds 2 --epochs 2
+step 150 "$PY" benchmarks/speedup.py --device cuda --recipe benchmarks/cifar-sized.yaml --search-seconds 45 --repeats 1
 echo; echo "gpu_check.sh: $([ $status = 0 ] && echo ok || echo 'FAILED (see !! lines)')"
 exit $status

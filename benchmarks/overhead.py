@@ -3,12 +3,13 @@
 Both train the same model on the same data with the same settings: digits classes 5-9,
 the built-in ``SmallCNN`` (seeded and built as the engine builds it), Adam at lr 1e-3,
 fp32, the same on-device batching (``randperm`` of a CPU generator, then index
-slicing; the last partial batch dropped) and the same number of epochs. They alternate
-in one process (engine, hand, engine, hand, ...) after one untimed warm-up of each, so
-slow drift in the machine (clock, other load) hits both alike.
+slicing; every example each epoch, the last batch partial) and the same number of
+epochs. They alternate in one process (engine, hand, engine, hand, ...) after one
+untimed warm-up of each, so slow drift in the machine (clock, other load) hits both
+alike.
 
 ``--task cifar-sized`` (for a GPU) swaps in the CIFAR-sized task the benchmarks make
-(``benchmarks/tasks.py``: 48,000 training images of 3x32x32, 10 classes) and a ResNet-18
+(``benchmarks/tasks.py``: 36,000 training images of 3x32x32, 10 classes) and a ResNet-18
 from scratch (``--model`` picks another: ``cnn`` or any torchvision name);
 ``cifar-sized-small`` (2,000 images) checks that path on a CPU. Each run's achieved
 TFLOP/s (torch's FLOP count per training example times samples per second) is printed,
@@ -61,9 +62,9 @@ class Settings:
     model: models.ModelSpec = models.ModelSpec("cnn")
 
 
-# Digits 5-9 has 716 training examples: 11 steps of 64 per epoch, about 0.13 s on a
-# 2-core CPU: --quick takes about 10 s there when the machine is otherwise idle, the
-# full mode about 3 minutes.
+# Digits 5-9 has 536 training examples: 9 steps of 64 per epoch (the last one of 24), about
+# 0.1 s on a 2-core CPU: --quick takes about 10 s there when the machine is otherwise idle,
+# the full mode about 3 minutes.
 QUICK = Settings(rounds=5, epochs=5)
 FULL = Settings(rounds=20, epochs=30)
 

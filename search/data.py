@@ -88,7 +88,7 @@ class Data:
         return self.tensors[split][1]
 
     def without(self, split: str) -> Data:
-        """The same task with ``split`` left out: what the search is given (no test)."""
+        """The same task with ``split`` left out (``without("test")``: no test accuracy)."""
         return Data(self.spec, self.num_classes, self.channels,
                     {k: v for k, v in self.tensors.items() if k != split},
                     {k: v for k, v in self.folders.items() if k != split}, self.device)
@@ -111,22 +111,22 @@ class Data:
                       channels_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of shuffled training batches: every example once, the last batch
         partial when ``batch_size`` does not divide the training set (as a DataLoader
-        does by default: dropping it would make big batches look faster by skipping data)."""
+        does by default: dropping it would make big batches look faster by skipping data).
+        A lone last example joins the batch before it (BatchNorm needs two)."""
         if self.folders:
             yield from _loader_batches(self.folders["train"], batch_size, True, generator,
                                        self.device, channels_last)
             return
         train_x, train_y = self.tensors["train"]
-        n = len(train_y)
-        order = torch.randperm(n, generator=generator).to(self.device)
-        for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
+        order = torch.randperm(len(train_y), generator=generator).to(self.device)
+        for start, end in _batch_bounds(len(train_y), batch_size):
+            idx = order[start:end]
             x = train_x[idx]
             yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x,
                    train_y[idx])
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        return -(-self.train_size // batch_size)
+        return len(_batch_bounds(self.train_size, batch_size))
 
     def eval_batches(self, split: str = "val", batch_size: int = 1024,
                      channels_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -177,6 +177,14 @@ def load(spec: DataSpec) -> Data:
     return _split(spec, x, y, test)
 
 
+def _batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, end) of each training batch of an epoch over ``n`` examples."""
+    bounds = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
 def _keep_classes(spec: DataSpec, x: torch.Tensor, y: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     if not spec.classes:
@@ -191,24 +199,32 @@ def _keep_classes(spec: DataSpec, x: torch.Tensor, y: torch.Tensor
 
 def _split(spec: DataSpec, x: torch.Tensor, y: torch.Tensor,
            test: tuple[torch.Tensor, torch.Tensor] | None) -> Data:
-    x, y = _keep_classes(spec, x, y)
-    if spec.image_size and x.shape[-2:] != (spec.image_size, spec.image_size):
-        x = torch.nn.functional.interpolate(x, size=spec.image_size, mode="area")
-        if test is not None:
-            test = (torch.nn.functional.interpolate(test[0], size=spec.image_size, mode="area"),
-                    test[1])
-    parts = {k: (x[i], y[i]) for k, i in split_indices(y.numpy(), spec, test is None).items()}
+    def resize(x: torch.Tensor) -> torch.Tensor:
+        side = spec.image_size
+        if not side or x.shape[-2:] == (side, side):
+            return x
+        return torch.nn.functional.interpolate(x, size=side, mode="area")
+
+    x, y = _keep_classes(spec, resize(x), y)
+    parts = {k: (x[i], y[i]) for k, i in _split_indices(y.numpy(), spec, test is None).items()}
     if test is not None:
-        parts["test"] = _keep_classes(spec, *test)
+        parts["test"] = _keep_classes(spec, resize(test[0]), test[1])
+    if spec.classes:  # every requested class must be learnable
+        missing = sorted(set(range(len(spec.classes))) - set(parts["train"][1].tolist()))
+        if missing:
+            raise UserError(f"data.classes: no training examples of "
+                            f"{[sorted(spec.classes)[i] for i in missing]}, "
+                            f"got {list(spec.classes)}")
     # Normalize with the training split's statistics (per channel).
     train_x = parts["train"][0]
     mean = train_x.mean(dim=(0, 2, 3), keepdim=True)
     std = train_x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    return Data(spec, num_classes=int(y.max()) + 1, channels=x.shape[1],
+    num_classes = len(spec.classes) if spec.classes else int(y.max()) + 1
+    return Data(spec, num_classes=num_classes, channels=x.shape[1],
                 tensors={k: ((v - mean) / std, t) for k, (v, t) in parts.items()})
 
 
-def split_indices(labels: np.ndarray, spec: DataSpec, with_test: bool = True
+def _split_indices(labels: np.ndarray, spec: DataSpec, with_test: bool = True
                   ) -> dict[str, np.ndarray]:
     """The fixed, seeded, stratified split: indices of train, val and (``with_test``) test.
 
@@ -293,9 +309,13 @@ def _imagefolder(spec: DataSpec, root: Path) -> Data:
     tf = transforms.Compose([transforms.Resize((side, side)),
                              transforms.ToTensor()])
     own_test = (root / "train").is_dir() and (root / "test").is_dir()
+    if (root / "train").is_dir() and not own_test:
+        raise UserError(f"data.name: {root} has train/ but no test/ beside it (put the test "
+                        f"images in test/, or point at a folder of class folders), "
+                        f"got {spec.name!r}")
     full = datasets.ImageFolder(str(root / "train" if own_test else root), transform=tf)
     sub = torch.utils.data.Subset
-    idx = split_indices(np.asarray(full.targets), spec, not own_test)
+    idx = _split_indices(np.asarray(full.targets), spec, not own_test)
     folders = {k: sub(full, v.tolist()) for k, v in idx.items()}
     if own_test:
         test = datasets.ImageFolder(str(root / "test"), transform=tf)

@@ -6,6 +6,7 @@ before it; the loop only steps. See ``search/timing.py`` for what the seconds in
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 from collections.abc import Callable
@@ -88,7 +89,8 @@ def train(config: TrainConfig, data: Data | DataSpec | str = "digits",
         raise UserError(f"batch_size: larger than the training set ({data.train_size}), "
                         f"got {config.batch_size}")
     try:
-        return _run(config, data, net.to(dev), dev, callback)
+        with torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext():
+            return _run(config, data, net.to(dev), dev, callback)  # streams, events: dev's
     finally:
         del net
         if dev.type == "cuda":  # free the device memory for the next trial now
@@ -114,7 +116,7 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
     curve: list[dict[str, float]] = []
     outcome, reason, samples, flops = "completed", "", 0, 0.0
     best_acc, best_epoch, best_seconds, since_best = -1.0, 0, 0.0, 0
-    test_acc = None
+    test_acc, step_net = None, net
     try:
         # Counting FLOPs runs the first batch (untimed) in the run's precision and layout,
         # so its kernels are warm for the timed loop: a batch too big fails here first.
@@ -183,7 +185,7 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
         flops_per_sample=flops,
         flops_per_second=flops * samples / clock.seconds if clock.seconds else 0.0,
         device=fingerprint, curve=curve, config=config.to_dict(), test_accuracy=test_acc,
-        compiled=compiler.stats() if config.compile else None)
+        compiled=compiler.stats() if step_net is not net else None)
 
 
 class Divergence:

@@ -18,7 +18,8 @@ from search.config import TrainConfig
 from search.errors import UserError
 from search.files import read_mapping
 
-FORMAT = "search/config-v1"
+FORMAT = "search/config-v2"  # v2: params.stop_after, measured val_ and test_accuracy
+V1 = "search/config-v1"  # still read: its reproduce.stop_after_epochs becomes stop_after
 
 
 def measured_config(trial: Any) -> TrainConfig:
@@ -77,11 +78,14 @@ def load_config(path: str | Path) -> TrainConfig:
     """
     raw = read_mapping(path)
     if "format" in raw:
-        if raw["format"] != FORMAT:
+        if raw["format"] not in (FORMAT, V1):
             raise UserError(f"format: not a search export ({FORMAT}), got {raw['format']!r}",
                             source=str(path))
         params = raw.get("params")
         if not isinstance(params, dict):
             raise UserError(f"params: must be a mapping, got {params!r}", source=str(path))
+        stop = (raw.get("reproduce") or {}).get("stop_after_epochs")
+        if raw["format"] == V1 and stop:
+            params = {**params, "stop_after": stop}
         return TrainConfig.from_mapping(params, source=f"{path}: params")
     return TrainConfig.from_mapping(raw, source=str(path))

@@ -3,9 +3,9 @@
 Each model family states its ordered block list, the unit that ``frozen_layers`` counts.
 Weights come from a local checkpoint (loaded with ``weights_only=True``), a torchvision
 weight name (downloaded and cached by torchvision when the network allows), or
-``pretrained:digits-0-4``: the built-in CNN pretrained by this project on a disjoint
-source task (see ``search/pretrain.py``). The classification head is always new, sized
-for the task's class count.
+``pretrained:mnist5k-0-4`` or ``pretrained:digits-0-4``: the built-in CNN pretrained by
+this project on a disjoint source task (see ``search/pretrain.py``). The classification
+head is always new, sized for the task's class count.
 """
 
 from __future__ import annotations

@@ -295,8 +295,10 @@ def pareto_figure(data: ParetoData, *, log_time: bool | None = None, title: str 
     subtitle = "filled: on the front · faded: dominated"
     if data.pruned:
         subtitle += " · hollow: pruned (best accuracy so far when stopped)"
+    accuracy_range = worth_having_range(data)
     if data.below:
-        subtitle += " · x: below the accuracy floor"
+        subtitle += (" · x: below the accuracy floor" if accuracy_range is None else
+                     f" · {len(data.below)} below the floor, under the axis (double-click: all)")
     if data.floor is not None:
         fig.add_hline(y=data.floor, line_dash="dot", line_color=OTHER_COLOR,
                       annotation_text=f"accuracy floor {data.floor:.3f}",
@@ -311,7 +313,22 @@ def pareto_figure(data: ParetoData, *, log_time: bool | None = None, title: str 
                            showarrow=False, xanchor="left", font={"size": 11})
     if log_time:
         fig.update_xaxes(type="log")
+    if accuracy_range is not None:
+        fig.update_yaxes(range=list(accuracy_range))
     return fig
+
+
+def worth_having_range(data: ParetoData) -> tuple[float, float] | None:
+    """The accuracy axis's range when a floor is drawn: from a little under the floor to a
+    little over the best point, so the front's differences (a few tenths of a percent
+    between configs) are visible instead of a flat line above far worse points; None (the
+    axis fits every point) without a floor or a point above it."""
+    above = [m.accuracy for m in (*data.front, *data.dominated, *data.pruned)
+             if data.floor is not None and m.accuracy >= data.floor]
+    if not above:
+        return None
+    span = max(max(above) - data.floor, 0.01)
+    return data.floor - 0.25 * span, max(above) + 0.1 * span
 
 
 def _add_verdicts(fig: go.Figure, verdicts: Sequence[Any]) -> None:

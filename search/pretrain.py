@@ -22,6 +22,7 @@ from search.errors import UserError
 
 SOURCES = {"mnist5k-0-4": DataSpec("mnist5k", classes=(0, 1, 2, 3, 4), image_size=14),
            "digits-0-4": DataSpec("digits", classes=(0, 1, 2, 3, 4))}
+WIDTHS = {"mnist5k-0-4": 16, "digits-0-4": 32}  # the width each shipped study uses
 RECIPE = TrainConfig(optimizer="adamw", lr=3e-3, weight_decay=5e-4, lr_schedule="onecycle",
                      batch_size=64, epochs=30, label_smoothing=0.1, seed=0)
 

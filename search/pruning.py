@@ -7,10 +7,10 @@ we prune ourselves. Every running trial writes its learning curve to the user at
 Rungs sit at ``min_resource * eta**k`` epochs, seconds, or fractions of the trial's own
 schedule (``resource: fraction``, ``min_resource`` below 1: 1/9 gives rungs at 1/9, 1/3
 and 1 of the ``epochs`` the lr schedule is laid out for). Fractions are for spaces that
-search ``epochs``: measured on the default study (digits 5-9, momentum or Adam, one-cycle
-schedule, 2 seeds), after one epoch a 10-epoch run was at 0.18-0.34 accuracy (still
-warming up) while a 2-epoch run was at 0.62-0.83, yet the 10-epoch run ended at 0.99
-against 0.78-0.93; with cosine the first-epoch gap was small. Judged at equal epochs,
+search ``epochs``: measured on the digits study (then the default; digits 5-9, momentum
+or Adam, one-cycle schedule, 2 seeds), after one epoch a 10-epoch run was at 0.18-0.34
+accuracy (still warming up) while a 2-epoch run was at 0.62-0.83, yet the 10-epoch run
+ended at 0.99 against 0.78-0.93; with cosine the first-epoch gap was small. Judged at equal epochs,
 the long schedule is stopped for being early in its schedule; at equal fractions, each
 run is judged at the same phase of its own schedule. When a trial's curve first
 crosses a rung, every trial on the same device whose curve reached that rung is given its

@@ -5,9 +5,10 @@ batching the training data, batch mixing, forward, loss, backward, optimizer and
 scheduler steps, and anything those trigger on first use in this run (``torch.compile``
 compiles inside the first epoch, so its cost is counted: a user pays it every run).
 Outside it: loading the data set, building the model and optimizer, counting FLOPs,
-and validation (timed separately as ``eval_seconds``). On a GPU the device is
-synchronized at both edges of every timed interval, so queued kernels are counted in
-the interval that launched them; on the CPU the wall clock is read directly.
+validation (timed separately as ``eval_seconds``) and evaluating the test split. On a
+GPU the device is synchronized at both edges of every timed interval, so queued kernels
+are counted in the interval that launched them; on the CPU the wall clock is read
+directly.
 
 A fresh process pays one-time costs on its first training (thread pools, allocator,
 kernel selection: about 0.9 s of a 2.3 s digits run on CPU here). ``warm_up`` pays them
@@ -128,15 +129,15 @@ def flops_per_sample(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     Counted on the model as configured (frozen blocks do no backward work), without an
     optimizer step, and with the gradients cleared afterwards, so training is unaffected.
     The count depends only on the architecture, which parameters train and the shape of
-    one example; the pass also warms the kernels of the precision (autocast, as the
-    caller entered it) and memory layout it runs in, so a process runs it once per such
-    combination (a counting pass costs about 0.25 s on the CPU, a tenth of a short trial).
-    """
+    one example; the pass also pays the first use of the precision (autocast, as the
+    caller entered it) and memory layout it runs in (its forward in evaluation mode), so a
+    process runs it once per such combination (about 0.25 s on the CPU, a tenth of a short
+    trial)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     kind = x.device.type
     key = (str(model), tuple(p.requires_grad for p in model.parameters()), tuple(x.shape[1:]),
-           x.is_contiguous(memory_format=torch.channels_last) and x.ndim == 4,
+           tuple(p.stride() for p in model.parameters() if p.ndim == 4),  # memory layout
            torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None)
     if key in _flops:
         return _flops[key]

@@ -176,7 +176,8 @@ def verify(study: optuna.Study, *, top: int, repeats: int, device: str = "auto",
             trial.set_user_attr("original", point.number)
             trial.set_user_attr("seed", seed)
             trial.set_user_attr("result", result.to_dict())
-            trial.set_user_attr("outcome", result.outcome)
+            trial.set_user_attr("outcome", "completed" if target is not None and not missed
+                                else result.outcome)
             trial.set_user_attr("device", result.device["key"])
             store.tell(trial, [result.accuracy, seconds] if len(study.directions) == 2
                        else [seconds])

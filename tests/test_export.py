@@ -232,3 +232,18 @@ def test_a_stopped_trials_point_is_exported_and_reproduced_by_retraining(tmp_pat
     measured = stopped.user_attrs["result"]
     assert again.samples_per_second * again.train_seconds == pytest.approx(
         measured["samples_per_second"] * measured["train_seconds"])  # the same examples
+
+
+def test_a_v1_export_loads_with_its_stop_after_epochs(tmp_path: Path) -> None:
+    path = tmp_path / "old.yaml"
+    path.write_text(f"format: {exporter.V1}\nparams: {{lr: 0.1, epochs: 6}}\n"
+                    "reproduce: {epochs: 6, stop_after_epochs: 2}\n", encoding="utf-8")
+    config = search.load_config(path)
+    assert (config.lr, config.epochs, config.stop_after, config.train_epochs) == (0.1, 6, 2, 2)
+
+
+def test_stop_after_beyond_the_schedule_is_a_user_error() -> None:
+    from search.errors import UserError
+
+    with pytest.raises(UserError, match=r"^stop_after: must be at most epochs \(3\), got 4$"):
+        TrainConfig(epochs=3, stop_after=4)

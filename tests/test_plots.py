@@ -398,3 +398,18 @@ def test_write_png_with_kaleido(tmp_path: Any) -> None:
     except UserError as e:
         pytest.skip(str(e))  # kaleido without a runnable Chromium
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_with_a_floor_the_accuracy_axis_shows_the_worth_having_range() -> None:
+    trials = mixed_study().trials
+    everything = plots.pareto_data(trials, device=CPU)
+    accuracies = sorted(m.accuracy for m in (*everything.front, *everything.dominated))
+    floor = accuracies[len(accuracies) // 2]  # half of the points fall below it
+    data = plots.pareto_data(trials, device=CPU, floor=floor)
+    assert data.below
+    fig = plots.pareto_figure(data, title="t")
+    low, high = fig.layout.yaxis.range
+    best = max(m.accuracy for m in data.front)
+    assert low < floor <= best < high and best - low < best - accuracies[0]
+    assert f"{len(data.below)} below the floor, under the axis" in fig.layout.title.subtitle.text
+    assert plots.pareto_figure(everything).layout.yaxis.range is None  # no floor: every point

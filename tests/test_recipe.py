@@ -78,6 +78,19 @@ def test_shipped_digits_recipe_reads_as_documented() -> None:
     assert recipe.model_spec().weights == "pretrained:digits-0-4"
 
 
+def test_shipped_mnist_recipe_the_default_reads_as_documented() -> None:
+    recipe = recipes.load(ROOT / "studies" / "mnist.yaml")
+    assert recipe.data == {"name": "mnist5k", "classes": [5, 6, 7, 8, 9], "image_size": 14}
+    assert recipe.model == {"name": "cnn", "width": 16, "weights": "pretrained:mnist5k-0-4"}
+    assert recipe.space == (ROOT / "spaces" / "default.yaml").resolve()
+    assert (recipe.epochs, recipe.trials, recipe.timeout) == (10, 60, 300)
+    assert recipe.floor == {"below_baseline": 0.05} and recipe.probes is True
+    assert recipe.baseline == {"optimizer": "adam", "lr": 0.001, "batch_size": 64,
+                               "precision": "fp32"}
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "STUDY ?= studies/mnist.yaml" in makefile  # `make run` runs it
+
+
 def test_defaults_and_the_default_storage_next_to_the_recipe(tmp_path: Path) -> None:
     raw = {"name": "plain", "space": "space.yaml"}
     recipe = recipes.load(write(tmp_path, raw, "plain.yaml"))
@@ -128,6 +141,11 @@ def test_time_to_accuracy_defaults_to_the_median_pruner(tmp_path: Path) -> None:
     ({"model": {"name": "cnn", "weight": "x"}}, "model.weight: unknown key (valid: "),
     ({"model": 3}, "model: must be a mapping or a name, got 3"),
     ({"baseline": [1, 2]}, "baseline: must be a mapping of training configuration fields"),
+    ({"probes": "yes"}, "probes: must be true or false, got 'yes'"),
+    ({"data": {"name": "digits", "test_fraction": 1}},
+     "data.test_fraction: must be a number in [0, 1), got 1"),
+    ({"data": {"name": "digits", "image_size": 0}},
+     "data.image_size: must be an integer >= 1, got 0"),
 ])
 def test_invalid_recipe_names_file_and_key(tmp_path: Path, changes: dict[str, Any],
                                            message: str) -> None:

@@ -147,6 +147,22 @@ def test_open_study_stores_the_recipe_and_refuses_different_content(tmp_path: Pa
     assert recipe.hash() in text and changed.hash() in text and "\n" not in text
 
 
+@pytest.mark.parametrize("probes", [True, False])
+def test_a_new_study_queues_the_baseline_then_its_probes(tmp_path: Path, probes: bool) -> None:
+    space = "lr: {low: 1.0e-3, high: 1.0e-2, log: true}\nbatch_size: {choices: [64, 128]}\n"
+    recipe = recipes.load(fm.write_recipe(tmp_path, space, probes=probes))
+    trials = open_study(recipe, plan_for(recipe)).trials
+    assert all(t.state == TrialState.WAITING for t in trials)
+    assert trials[0].user_attrs == {"baseline": True}
+    base = trials[0].system_attrs["fixed_params"]
+    assert base == {"lr": 0.003, "batch_size": 64}
+    if probes:  # of the speed-up tricks, this space searches only the batch size
+        assert [t.user_attrs for t in trials[1:]] == [{"probe": "batch_size=128"}]
+        assert trials[1].system_attrs["fixed_params"] == {**base, "batch_size": 128}
+    else:
+        assert len(trials) == 1
+
+
 def test_time_to_accuracy_study_minimizes_seconds_and_records_the_target(tmp_path: Path) -> None:
     recipe = recipes.load(fm.write_recipe(tmp_path, "lr: {low: 1.0e-3, high: 1.0e-2}\n",
                                        objective="time-to-accuracy", target=0.9,
