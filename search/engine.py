@@ -116,7 +116,7 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
     curve: list[dict[str, float]] = []
     outcome, reason, samples, flops = "completed", "", 0, 0.0
     best_acc, best_epoch, best_seconds, since_best = -1.0, 0, 0.0, 0
-    test_acc, step_net = None, net
+    test_acc, step_net, best_state = None, net, None
     try:
         # Counting FLOPs runs the first batch (untimed) in the run's precision and layout,
         # so its kernels are warm for the timed loop: a batch too big fails here first.
@@ -156,8 +156,8 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
                 break
             if acc > best_acc:
                 best_acc, best_epoch, best_seconds, since_best = acc, epoch, clock.seconds, 0
-                if "test" in data.splits:  # untimed: the reported point's test accuracy
-                    test_acc = evaluate(step_net, data, config, dev, "test")[0]
+                if "test" in data.splits:  # the reported point's weights, for its test
+                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
             else:
                 since_best += 1
             stop = callback(epoch, acc, val_loss, clock.seconds) if callback else None
@@ -171,6 +171,9 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
                 reason = (f"no better validation accuracy for {config.patience} epochs "
                           f"(best {best_acc:.4f} at epoch {best_epoch})")
                 break
+        if best_state is not None:  # untimed, once: the test accuracy of the reported point
+            net.load_state_dict(best_state)
+            test_acc = evaluate(step_net, data, config, dev, "test")[0]
     except torch.OutOfMemoryError as e:
         # What the step held is released with this frame; train() then collects and
         # empties the CUDA cache before the next trial.

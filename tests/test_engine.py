@@ -231,14 +231,18 @@ def test_the_flop_pass_runs_once_per_precision_and_layout_it_warms() -> None:
     from search import timing
     from search.models import SmallCNN
 
-    net, criterion = SmallCNN(1, 5), torch.nn.CrossEntropyLoss()
-    x, y = torch.randn(8, 3, 8, 8)[:, :1], torch.randint(0, 5, (8,))
-    x = x.contiguous()
+    net, criterion = SmallCNN(3, 5), torch.nn.CrossEntropyLoss()
+    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 5, (8,))
     timing._flops.clear()
     fp32 = timing.flops_per_sample(net, x, y, criterion)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         bf16 = timing.flops_per_sample(net, x, y, criterion)
-    assert len(timing._flops) == 2 and bf16 == fp32  # counted again, in bf16: same count
+    net = net.to(memory_format=torch.channels_last)
+    last = timing.flops_per_sample(net, x.contiguous(memory_format=torch.channels_last), y,
+                                   criterion)
+    assert len(timing._flops) == 3 and fp32 == bf16 == last  # run again each time: same count
+    timing.flops_per_sample(net, x, y, criterion)
+    assert len(timing._flops) == 3  # that layout and precision again: from the cache
 
 
 def _compile_stats_in_a_fresh_process(cfg: TrainConfig) -> dict[str, Any]:
