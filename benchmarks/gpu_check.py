@@ -114,15 +114,16 @@ def main(argv: list[str] | None = None) -> int:
                       f"{result.samples_per_second:,.0f}", f"{tflops:.2f}",
                       "-" if share is None else f"{share:.1%}", "/".join(row["conv_dtypes"]),
                       f"{syncs} / {steps}" if dev.type == "cuda" else "n/a (cpu)",
-                      _compiled(result.compiled)])
+                      _epoch_seconds(result.curve), _compiled(result.compiled)])
         print(f"  {name}: {result.outcome} ({result.train_seconds:.1f} s)", flush=True)
     common.print_table(["path", "outcome", "val acc", "samples/s", "TFLOP/s", "of peak",
-                        "conv dtype", "syncs / steps", "compiled"], table)
+                        "conv dtype", "syncs / steps", "epoch s (first, last)", "compiled"],
+                       table)
     print("syncs / steps: implicit host-device syncs of the whole run over its training "
           f"steps. Per epoch, outside the timed loop, up to {SYNCS_PER_EPOCH} are expected: "
-          "the shuffled order's copy to the device, the divergence flag's read, validation "
-          "(2) and, on a new best, the test split (2); fp16's GradScaler adds one per step, "
-          "as in any loop that uses it", flush=True)
+          "the shuffled order's copy to the device, the divergence flag's read and "
+          "validation (2), and once per run the test split (2); fp16's GradScaler adds one "
+          "per step, as in any loop that uses it", flush=True)
     syncing = [r["path"] for r in rows if dev.type == "cuda" and "fp16" not in r["path"]
                and r["syncs"] > SYNCS_PER_EPOCH * r["evaluations"] + 2]
     if syncing:
@@ -139,6 +140,17 @@ def main(argv: list[str] | None = None) -> int:
     ok = ok and not syncing and all(r["outcome"] == "completed" for r in rows)
     print(f"gpu_check: {'ok' if ok else 'FAILED'}")
     return 0 if ok else 1
+
+
+def _epoch_seconds(curve: list[dict[str, float]]) -> str:
+    """The first and the last epoch's training seconds: the first holds one-time costs (the
+    compile, for a compiled path); a last epoch slower than the second would show a
+    recompile or a dynamic-shape graph the later epochs run."""
+    if not curve:
+        return "-"
+    ends = [e["seconds"] for e in curve]
+    lengths = [b - a for a, b in zip([0.0, *ends], ends, strict=False)]
+    return f"{lengths[0]:.2f}, {lengths[-1]:.2f}"
 
 
 def _compiled(stats: dict[str, Any] | None) -> str:
