@@ -3,6 +3,7 @@ as a user runs it: a separate process."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -83,3 +84,33 @@ def test_example_without_arguments_prints_usage(tmp_path: Path) -> None:
     assert proc.stderr.strip().splitlines()[-1].startswith("usage:")
     assert "train_with_best.py" in proc.stderr
     assert proc.stdout == ""
+
+
+@pytest.mark.usefixtures("one_thread")  # the example's process runs one thread too
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_the_example_lands_on_the_exported_point(name: str, tmp_path: Path) -> None:
+    """What the search measured is what the user's loop gets: the engine trains the config
+    on the default study's task, its point is exported, and the example's plain loop,
+    loading that file in another process, prints the same validation accuracy at the
+    same epoch and the same test accuracy (on the CPU, bit for bit)."""
+    from search.data import DataSpec
+    from search.engine import train
+    from search.models import ModelSpec
+
+    config = CONFIGS[name].replace(epochs=3)
+    measured = train(config, DataSpec("mnist5k", classes=(5, 6, 7, 8, 9), image_size=14),
+                     ModelSpec("cnn", width=16, weights="pretrained:mnist5k-0-4"),
+                     device="cpu")
+    trial = create_trial(
+        params={"lr": config.lr}, distributions={"lr": FloatDistribution(1e-4, 1.0)},
+        values=[measured.accuracy, measured.seconds],
+        user_attrs={"config": config.to_dict(), "outcome": "completed",
+                    "result": json.loads(json.dumps(measured.to_dict()))})  # as stored
+    path = exporter.write(exporter.export_record("mnist", trial, RECIPE), tmp_path / "m.yaml")
+    proc = run_example(str(path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    *lines, last = proc.stdout.strip().splitlines()
+    epochs = [LINE.match(line) for line in lines]
+    assert len(epochs) == measured.best_epoch  # it stopped where the point was measured
+    assert float(epochs[-1][3]) == pytest.approx(measured.accuracy, abs=1e-9)
+    assert float(TEST_LINE.match(last)[1]) == pytest.approx(measured.test_accuracy, abs=1e-9)
