@@ -10,8 +10,9 @@ pretrained blocks. The loop trains `cfg.train_epochs` epochs: where the search m
 the point (`stop_after`), so it pays the seconds the search reported, not the whole
 schedule. It shuffles as the search's engine does (a CPU generator seeded with
 `cfg.seed`), so on the CPU it lands on the exported point bit for bit: the same
-validation accuracy at the same epoch, the same test accuracy (tests/test_example.py). The model and data here are the default study's (MNIST digits 5-9 at 14x14,
-the built-in CNN pretrained on digits 0-4); put your own in their place.
+validation accuracy at the same epoch, the same test accuracy (tests/test_example.py).
+The model and data here are the default study's (MNIST digits 5-9 at 14x14, the
+built-in CNN pretrained on digits 0-4); put your own in their place.
 """
 
 from __future__ import annotations
