@@ -80,13 +80,6 @@ class Data:
     def val_size(self) -> int:
         return self.size("val")
 
-    def labels(self, split: str) -> torch.Tensor:
-        """All labels of ``split`` (for a folder, read from its targets, not its images)."""
-        if self.folders:
-            ds = self.folders[split]
-            return torch.as_tensor([ds.dataset.targets[i] for i in ds.indices])
-        return self.tensors[split][1]
-
     def without(self, split: str) -> Data:
         """The same task with ``split`` left out (``without("test")``: no test accuracy)."""
         return Data(self.spec, self.num_classes, self.channels,
@@ -112,14 +105,18 @@ class Data:
         """One epoch of shuffled training batches: every example once, the last batch
         partial when ``batch_size`` does not divide the training set (as a DataLoader
         does by default: dropping it would make big batches look faster by skipping data).
-        A lone last example joins the batch before it (BatchNorm needs two)."""
+        A lone last example joins the batch before it (BatchNorm needs two). Tensors and
+        image folders are batched alike, so ``steps_per_epoch`` holds for both."""
+        order = torch.randperm(self.train_size, generator=generator)
+        bounds = _batch_bounds(self.train_size, batch_size)
         if self.folders:
-            yield from _loader_batches(self.folders["train"], batch_size, True, generator,
+            yield from _loader_batches(self.folders["train"],
+                                       [order[start:end].tolist() for start, end in bounds],
                                        self.device, channels_last)
             return
         train_x, train_y = self.tensors["train"]
-        order = torch.randperm(len(train_y), generator=generator).to(self.device)
-        for start, end in _batch_bounds(len(train_y), batch_size):
+        order = order.to(self.device)
+        for start, end in bounds:
             idx = order[start:end]
             x = train_x[idx]
             yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x,
@@ -132,8 +129,10 @@ class Data:
                      channels_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Every example of ``split`` (val or test) once, in order."""
         if self.folders:
-            yield from _loader_batches(self.folders[split], batch_size, False, None,
-                                       self.device, channels_last)
+            n = self.size(split)
+            batches = [list(range(start, min(start + batch_size, n)))
+                       for start in range(0, n, batch_size)]
+            yield from _loader_batches(self.folders[split], batches, self.device, channels_last)
             return
         xs, ys = self.tensors[split]
         for start in range(0, len(ys), batch_size):
@@ -327,13 +326,13 @@ def _imagefolder(spec: DataSpec, root: Path) -> Data:
     return Data(spec, num_classes=len(full.classes), channels=3, folders=folders)
 
 
-def _loader_batches(ds: torch.utils.data.Dataset, batch_size: int, shuffle: bool,
-                    generator: torch.Generator | None, device: torch.device,
-                    channels_last: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _loader_batches(ds: torch.utils.data.Dataset, batches: list[list[int]],
+                    device: torch.device, channels_last: bool
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``ds`` read in these batches of indices by a DataLoader's worker processes."""
     loader = torch.utils.data.DataLoader(
-        ds, batch_size=batch_size, shuffle=shuffle, generator=generator,
-        num_workers=min(4, os.cpu_count() or 1), pin_memory=device.type == "cuda",
-        persistent_workers=False)
+        ds, batch_sampler=batches, num_workers=min(4, os.cpu_count() or 1),
+        pin_memory=device.type == "cuda", persistent_workers=False)
     for x, y in loader:
         x = x.to(device, non_blocking=True)
         yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x,

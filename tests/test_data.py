@@ -175,11 +175,13 @@ def test_imagefolder_loads_resizes_splits_and_trains(tmp_path: Path) -> None:
     for split in ("val", "test"):
         labels = [int(v) for _, y in data.eval_batches(split) for v in y]
         assert sorted(labels) == [0, 0, 1, 1]  # stratified
-        assert sorted(labels) == sorted(data.labels(split).tolist())
     indices = [set(data.folders[s].indices) for s in data.splits]
     assert sum(map(len, indices)) == len(set().union(*indices)) == 20  # disjoint, complete
     batches = list(data.train_batches(5, torch.Generator().manual_seed(0)))
-    assert [len(y) for _, y in batches] == [5, 5, 2]
+    assert [len(y) for _, y in batches] == [5, 5, 2] and data.steps_per_epoch(5) == 3
+    # As for tensors, a lone last example joins the batch before it (12 = 11 + 1).
+    assert [len(y) for _, y in data.train_batches(11, torch.Generator())] == [12]
+    assert data.steps_per_epoch(11) == 1
     x, y = batches[0]
     assert x.shape == (5, 3, 16, 16) and x.dtype == torch.float32 and 0 <= x.min() <= x.max() <= 1
     result = train(TrainConfig(epochs=2, batch_size=4, lr=1e-2), data, ModelSpec("cnn", width=8),
@@ -193,7 +195,7 @@ def test_imagefolder_with_train_and_test_folders_uses_its_own_test_set(tmp_path:
     _image_folder(tmp_path / "images" / "test")
     data = load(DataSpec(f"imagefolder:{tmp_path / 'images'}", image_size=8))
     assert {s: data.size(s) for s in data.splits} == {"train": 16, "val": 4, "test": 20}
-    assert data.labels("test").tolist() == [0] * 10 + [1] * 10
+    assert [int(v) for _, y in data.eval_batches("test", 8) for v in y] == [0] * 10 + [1] * 10
     (tmp_path / "images" / "test" / "light").rename(tmp_path / "images" / "test" / "bright")
     with pytest.raises(UserError, match=r"^data\.name: .*test must have the classes of"):
         load(DataSpec(f"imagefolder:{tmp_path / 'images'}", image_size=8))
