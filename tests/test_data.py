@@ -201,6 +201,18 @@ def test_imagefolder_with_train_and_test_folders_uses_its_own_test_set(tmp_path:
         load(DataSpec(f"imagefolder:{tmp_path / 'images'}", image_size=8))
 
 
+def test_an_imagefolder_with_train_but_no_test_is_a_user_error(tmp_path: Path) -> None:
+    _image_folder(tmp_path / "images" / "train")  # read as-is, "train" would be a class
+    with pytest.raises(UserError, match=r"^data\.name: .*images has train/ but no test/"):
+        load(DataSpec(f"imagefolder:{tmp_path / 'images'}", image_size=8))
+
+
+def test_a_requested_class_without_training_examples_is_a_user_error() -> None:
+    # A class the model cannot learn is refused, not left as a dead output.
+    with pytest.raises(UserError, match=r"^data\.classes: no training examples of \[42\]"):
+        load(DataSpec("digits", classes=(0, 42)))
+
+
 def test_missing_imagefolder_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"^data\.name: image folder not found, got '.*nope'$"):
         load(DataSpec(f"imagefolder:{tmp_path / 'nope'}"))
