@@ -28,7 +28,7 @@ else:
     import common  # type: ignore[no-redef]
 
 from search import models, timing
-from search.config import TrainConfig
+from search.config import PRECISIONS, TrainConfig
 from search.data import DataSpec
 from search.data import load as load_data
 from search.engine import train
@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
           f"device {env['device']['device_name']}", flush=True)
 
     data = data.to(dev, data.channels)
-    timing.warm_up(dev)  # its syncs (fp16's scaler) are not the first path's
+    for precision in PRECISIONS:  # their syncs (fp16's scaler) are not the first path's
+        timing.warm_up(dev, precision)
     rows: list[dict[str, Any]] = []
     table = []
     for name, changes in PATHS.items():

@@ -74,7 +74,7 @@ def train(config: TrainConfig, data: Data | DataSpec | str = "digits",
         data = load_data(DataSpec(data) if isinstance(data, str) else data)
     data = data.to(dev, models.input_channels(spec, data.channels))
     if warm:
-        timing.warm_up(dev)
+        timing.warm_up(dev, config.precision)
     torch.manual_seed(config.seed)
     net = models.build(spec, in_channels=data.channels, num_classes=data.num_classes,
                        dropout=config.dropout)
@@ -228,13 +228,20 @@ class Divergence:
         return not bool(self.ok)
 
 
+# Evaluation batch size by device type: on the CPU 256 evaluates the default study's
+# validation split in 12 ms against 21 ms at 1,024 (activations that stay in cache); a
+# GPU is filled by the larger batch.
+EVAL_BATCH = {"cpu": 256}
+
+
 @torch.no_grad()
 def evaluate(net: torch.nn.Module, data: Data, config: TrainConfig, dev: torch.device,
              split: str = "val") -> tuple[float, float]:
     """Accuracy and mean loss (plain cross-entropy) on ``split``, in the run's precision."""
     net.eval()
     correct, loss_sum = torch.zeros((), device=dev), torch.zeros((), device=dev)
-    for x, y in data.eval_batches(split, channels_last=config.channels_last):
+    for x, y in data.eval_batches(split, EVAL_BATCH.get(dev.type, 1024),
+                                  config.channels_last):
         with config.autocast(dev):
             logits = net(x)
         loss_sum += torch.nn.functional.cross_entropy(logits.float(), y, reduction="sum")
