@@ -110,7 +110,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 def environment(dev: torch.device) -> dict[str, Any]:
     """What the measured numbers depend on: device, software, threads, and when and how run."""
-    from search import timing
+    from search.training import timing
 
     return {
         "device": timing.fingerprint(dev),

@@ -5,7 +5,7 @@ built-in CNN pretrained on digits 0-4, ``spaces/default.yaml``) side by side in 
 process, seeds interleaved (seed 0: a b c d e, seed 1: a b c d e, ...):
 
 (a) ours, as ``search run`` runs it: multivariate TPE + our Pareto successive halving
-    (``search.pruning``) built from the recipe's pruner section (as shipped: eta 3, rungs
+    (``search.tuning.pruning``) built from the recipe's pruner section (as shipped: eta 3, rungs
     at 1/9 and 1/3 of each trial's own schedule), with the recipe's accuracy floor (points
     below it are infeasible for TPE and rank last at a rung); the peers have no floor;
 (b) TPE + Syne Tune's MOASHA with the same eta, rungs and resource
@@ -17,7 +17,7 @@ process, seeds interleaved (seed 0: a b c d e, seed 1: a b c d e, ...):
 (e) random sampling without pruning.
 
 Every arm gets the same sampler (``make_sampler("tpe", seed, space)``; (e) random), the
-same first trials (the recipe's baseline, then its probes: ``search.study.enqueue_start``)
+same first trials (the recipe's baseline, then its probes: ``search.tuning.study.enqueue_start``)
 and the same budget. The peers only decide when to
 stop a trial; TPE picks every config. A peer whose library or registry is missing is
 skipped with one printed line saying why.
@@ -63,12 +63,12 @@ else:
     import common  # type: ignore[no-redef]
     import peers  # type: ignore[no-redef]
 
-from search import frontier
-from search import recipe as recipes
 from search.errors import UserError
-from search.objective import INFEASIBLE, Objective, TrialError
-from search.pruning import point_at
-from search.study import Plan, enqueue_start, make_sampler
+from search.reviewing import frontier
+from search.tuning import recipe as recipes
+from search.tuning.objective import INFEASIBLE, Objective, TrialError
+from search.tuning.pruning import point_at
+from search.tuning.study import Plan, enqueue_start, make_sampler
 
 RECIPE = "studies/mnist.yaml"
 ARMS = {
@@ -258,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     load_start = common.load_average()
 
     plan = Plan.from_content(recipes.load(RECIPE).content(), source=RECIPE)
-    from search.data import load as load_data
-    from search.engine import train
+    from search.training.data import load as load_data
+    from search.training.engine import train
 
     makers, skipped = pruner_makers(plan, args.optunahub_registry)
     data = load_data(plan.data)
@@ -341,7 +341,7 @@ def write_plot(runs: dict[str, list[dict[str, Any]]], path: Any, *, wall: bool) 
     """Hypervolume against the budget spent, one line per arm and seed."""
     import plotly.graph_objects as go
 
-    from search.plots import write_html
+    from search.reviewing.plots import write_html
 
     colors = dict(zip(ARMS, ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#7f7f7f"),
                       strict=True))

@@ -2,12 +2,12 @@
 
 For each precision and layout (fp32, bf16, fp16 with its GradScaler, channels-last, and
 torch.compile) it trains the CIFAR-sized task's ResNet-18 (``benchmarks/tasks.py``) for
-a few epochs through ``search.engine.train`` and prints, per path: the outcome, the
+a few epochs through ``search.training.engine.train`` and prints, per path: the outcome, the
 throughput and its TFLOP/s, the dtype the convolutions really ran in (a forward hook),
 the **host-device syncs per training step** (``torch.cuda.set_sync_debug_mode`` counts
 each implicit sync as a warning; the timed loop should have none but what a user's loop
 has: fp16's GradScaler checks for infs once per step), and for the compiled path what
-the compiler did (``result.compiled``). Then a diverging run (SGD at lr 1e6) must stop
+the compiler did (``result.tricks["compile"]``). Then a diverging run (SGD at lr 1e6) must stop
 as ``diverged`` within its first epoch. On a CPU it runs the same paths on the small
 task (syncs are not counted there: there is no device to wait for).
 
@@ -27,12 +27,13 @@ if __package__:
 else:
     import common  # type: ignore[no-redef]
 
-from search import models, timing
-from search.config import PRECISIONS, TrainConfig
-from search.data import DataSpec
-from search.data import load as load_data
-from search.engine import train
-from search.models import ModelSpec
+from search.training import models, timing
+from search.training.config import TrainConfig
+from search.training.data import DataSpec
+from search.training.data import load as load_data
+from search.training.engine import train
+from search.training.models import ModelSpec
+from search.training.tricks.precision import PRECISIONS
 
 SYNCS_PER_EPOCH = 6  # outside the timed loop; see the printed note
 PATHS: dict[str, dict[str, Any]] = {
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = data.to(dev, data.channels)
     for precision in PRECISIONS:  # their syncs (fp16's scaler) are not the first path's
-        timing.warm_up(dev, precision)
+        timing.warm_up(dev, TrainConfig(precision=precision))
     rows: list[dict[str, Any]] = []
     table = []
     for name, changes in PATHS.items():
@@ -109,13 +110,13 @@ def main(argv: list[str] | None = None) -> int:
                "samples_per_second": result.samples_per_second, "tflops": tflops,
                "share_of_peak": share, "conv_dtypes": conv_dtypes(data, cfg, spec, dev),
                "syncs": syncs, "steps": steps, "evaluations": result.epochs_run,
-               "compiled": result.compiled, "train_seconds": result.train_seconds}
+               "compiled": result.tricks.get("compile"), "train_seconds": result.train_seconds}
         rows.append(row)
         table.append([name, result.outcome, f"{result.accuracy:.4f}",
                       f"{result.samples_per_second:,.0f}", f"{tflops:.2f}",
                       "-" if share is None else f"{share:.1%}", "/".join(row["conv_dtypes"]),
                       f"{syncs} / {steps}" if dev.type == "cuda" else "n/a (cpu)",
-                      _epoch_seconds(result.curve), _compiled(result.compiled)])
+                      _epoch_seconds(result.curve), _compiled(result.tricks.get("compile"))])
         print(f"  {name}: {result.outcome} ({result.train_seconds:.1f} s)", flush=True)
     common.print_table(["path", "outcome", "val acc", "samples/s", "TFLOP/s", "of peak",
                         "conv dtype", "syncs / steps", "epoch s (first, last)", "compiled"],

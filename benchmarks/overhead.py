@@ -1,4 +1,4 @@
-"""The engine's overhead: ``search.engine.train`` against a minimal hand-written loop.
+"""The engine's overhead: ``search.training.engine.train`` against a minimal hand-written loop.
 
 Both train the same model on the same data with the same settings: digits classes 5-9,
 the built-in ``SmallCNN`` (seeded and built as the engine builds it), Adam at lr 1e-3,
@@ -17,7 +17,7 @@ with its share of the GPU's dense peak where ``common.PEAK_TFLOPS`` knows the GP
 
 The measure is training throughput, samples per second over the training loop only:
 the engine's own ``samples_per_second`` (its timed region, validation excluded; see
-``search/timing.py``) and, for the hand loop, ``time.perf_counter`` around its epochs,
+``search/training/timing.py``) and, for the hand loop, ``time.perf_counter`` around its epochs,
 synchronized on CUDA. The last line is ``ratio: X``, the median engine throughput over
 the median hand-written throughput (1.0 means no overhead).
 
@@ -40,11 +40,11 @@ if __package__:  # python -m benchmarks.overhead
 else:  # python benchmarks/overhead.py
     import common  # type: ignore[no-redef]
 
-from search import models
-from search.config import TrainConfig
-from search.data import Data, DataSpec
-from search.data import load as load_data
-from search.engine import train
+from search.training import models
+from search.training.config import TrainConfig
+from search.training.data import Data, DataSpec
+from search.training.data import load as load_data
+from search.training.engine import train
 
 # --task: the data and the default model.
 TASKS = {"digits": (DataSpec("digits", classes=(5, 6, 7, 8, 9)), "cnn"),

@@ -30,13 +30,13 @@ if __package__:
 else:
     import common  # type: ignore[no-redef]
 
-from search import frontier
-from search import recipe as recipes
-from search.config import TrainConfig
-from search.data import load as load_data
-from search.engine import train
-from search.loop import work
-from search.study import Plan, enqueue_start
+from search.reviewing import frontier
+from search.training.config import TrainConfig
+from search.training.data import load as load_data
+from search.training.engine import train
+from search.tuning import recipe as recipes
+from search.tuning.loop import work
+from search.tuning.study import Plan, enqueue_start
 
 RECIPE = "studies/mnist.yaml"  # the default --recipe
 
@@ -44,7 +44,7 @@ RECIPE = "studies/mnist.yaml"  # the default --recipe
 def find(plan: Plan, args: Any) -> tuple[optuna.Study, str]:
     """The study to pick from: an existing one, or a fresh in-memory search."""
     if args.study:
-        from search.choose import load_study
+        from search.reviewing.choose import load_study
 
         return load_study(args.study, args.storage), f"study {args.study!r}"
     seconds = args.search_seconds or (60.0 if args.quick else 300.0)

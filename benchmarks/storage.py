@@ -40,9 +40,9 @@ if __package__:
 else:
     import common  # type: ignore[no-redef]
 
-from search import recipe as recipes
-from search.config import TrainConfig
-from search.study import Plan
+from search.training.config import TrainConfig
+from search.tuning import recipe as recipes
+from search.tuning.study import Plan
 
 RECIPE = "studies/digits.yaml"
 
@@ -93,9 +93,9 @@ def time_command(args: list[str], repeats: int) -> float:
 
 def bookkeeping(plan: Plan, url: str, trials: int) -> tuple[float, float]:
     """Seconds per trial: the tool's objective with a no-op trainer, and bare Optuna."""
-    import search.objective as objective_module
-    from search.engine import TrainResult
-    from search.study import make_pruner
+    import search.tuning.objective as objective_module
+    from search.training.engine import TrainResult
+    from search.tuning.pruning import make_pruner
 
     def fake_train(config: TrainConfig, data: Any, model: Any, *, device: Any,
                    callback: Any) -> TrainResult:

@@ -3,12 +3,14 @@
     search export mnist --knee -o best.yaml
     python examples/train_with_best.py best.yaml
 
-Everything the search measured comes from the config's building blocks: the optimizer
-(frozen parameters excluded), the per-batch lr schedule over `cfg.epochs`, the loss with
-label smoothing, mixup/cutmix, the precision context and grad scaler, and freezing of
-pretrained blocks. The loop trains `cfg.train_epochs` epochs: where the search measured
-the point (`stop_after`), so it pays the seconds the search reported, not the whole
-schedule. It shuffles as the search's engine does (a CPU generator seeded with
+Everything the search measured comes from the config's building blocks: the model's
+arguments (depth, width, dropout), freezing of pretrained blocks and the memory format,
+the optimizer (frozen parameters excluded), the per-batch lr schedule over `cfg.epochs`,
+the loss with label smoothing, the batch transform (augmentation, mixup/cutmix), gradient
+accumulation, the precision context and grad scaler, torch.compile and the GPU switches.
+The loop trains `cfg.train_epochs` epochs: where the search measured the point
+(`stop_after`), so it pays the seconds the search reported, not the whole schedule. It
+shuffles as the search's engine does (a CPU generator seeded with
 `cfg.seed`), so on the CPU it lands on the exported point bit for bit: the same
 validation accuracy at the same epoch, the same test accuracy (tests/test_example.py).
 The model and data here are the default study's (MNIST digits 5-9 at 14x14, the
@@ -22,16 +24,16 @@ import sys
 import torch
 
 import search
-from search.data import DataSpec
-from search.data import load as load_data
-from search.models import ModelSpec
-from search.models import build as build_model
+from search.training.data import DataSpec
+from search.training.data import load as load_data
+from search.training.models import ModelSpec
+from search.training.models import build as build_model
 
 
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg, device) -> float:
     model.eval()
     with torch.no_grad(), cfg.autocast(device):
-        logits = model(x.to(device))
+        logits = model(cfg.inputs(x.to(device)))
     return (logits.argmax(1).cpu() == y).float().mean().item()
 
 
@@ -42,35 +44,36 @@ def main(path: str) -> float:
 
     data = load_data(DataSpec("mnist5k", classes=(5, 6, 7, 8, 9), image_size=14))
     model = build_model(ModelSpec("cnn", width=16, weights="pretrained:mnist5k-0-4"),
-                        in_channels=1, num_classes=data.num_classes, dropout=cfg.dropout)
-    cfg.freeze(model)  # first cfg.frozen_layers blocks: no grad, no optimizer, frozen BN
+                        in_channels=1, num_classes=data.num_classes, **cfg.model_kwargs())
+    cfg.prepare(model)  # frozen blocks (no grad, no optimizer, frozen BN), memory format
     model.to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
 
     x_train, y_train = (t.to(device) for t in data.tensors["train"])
     steps_per_epoch = -(-len(y_train) // cfg.batch_size)  # the last batch may be partial
     optimizer = cfg.build_optimizer(model)
     scheduler = cfg.build_scheduler(optimizer, steps_per_epoch)  # laid out over cfg.epochs
     criterion = cfg.build_criterion()
-    mix = cfg.build_mixer(data.num_classes)
+    batch = cfg.build_batch(data.num_classes)  # augmentation, mixing, memory format
     scaler = cfg.grad_scaler(device)
+    step_model = cfg.step_model(model)  # torch.compile'd when cfg.compile
 
     generator = torch.Generator().manual_seed(cfg.seed)  # shuffles as the search's engine
     best, best_state = -1.0, None
     for epoch in range(cfg.train_epochs):  # stop where the search measured the point
         model.train()
         order = torch.randperm(len(y_train), generator=generator).to(device)
-        for step in range(steps_per_epoch):
-            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            x, y = mix(x_train[idx], y_train[idx])
-            with cfg.autocast(device):
-                loss = criterion(model(x), y)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+        with cfg.switches(device):  # TF32, cuDNN autotuning (GPUs), restored after
+            for step in range(steps_per_epoch):
+                idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+                x, target = batch(x_train[idx], y_train[idx])
+                for xs, ts, share in cfg.split(x, target):  # micro-batches if accumulating
+                    with cfg.autocast(device):
+                        loss = criterion(step_model(xs), ts)
+                    scaler.scale(loss * share).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
 
         val = accuracy(model, *data.tensors["val"], cfg, device)
         print(f"epoch {epoch + 1}/{cfg.train_epochs}: validation accuracy {val:.4f}")

@@ -11,10 +11,10 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "TrainConfig": "search.config",
-    "load_config": "search.export",
-    "train": "search.engine",
-    "TrainResult": "search.engine",
+    "TrainConfig": "search.training.config",
+    "load_config": "search.reviewing.export",
+    "train": "search.training.engine",
+    "TrainResult": "search.training.engine",
     "UserError": "search.errors",
 }
 

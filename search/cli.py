@@ -66,14 +66,13 @@ def _parse_sets(items: tuple[str, ...]) -> dict[str, Any]:
 def train(study: str, sets: tuple[str, ...], config_file: str | None, device: str,
           as_json: bool, quiet: bool) -> None:
     """Train one configuration with the data and model of STUDY (a recipe file)."""
-    from search import recipe as recipes
-    from search.config import TrainConfig
+    from search.training.config import TrainConfig
+    from search.tuning import recipe as recipes
 
     rec = recipes.load(study)
-    config = TrainConfig.from_mapping({"epochs": rec.epochs, **rec.baseline},
-                                      source=f"{study}: baseline")
+    config = rec.baseline_config()
     if config_file:
-        from search.export import load_config
+        from search.reviewing.export import load_config
 
         config = load_config(config_file)
     overrides = _parse_sets(sets)
@@ -85,8 +84,8 @@ def train(study: str, sets: tuple[str, ...], config_file: str | None, device: st
                                               base=config)
         raise
 
-    from search.engine import train as run_training
-    from search.report import fmt_accuracy
+    from search.reviewing.report import fmt_accuracy
+    from search.training.engine import train as run_training
 
     def progress(epoch: int, acc: float, loss: float, seconds: float) -> None:
         if not quiet and not as_json:
@@ -97,7 +96,7 @@ def train(study: str, sets: tuple[str, ...], config_file: str | None, device: st
                           callback=progress)
     summary = {"accuracy": result.accuracy, "test_accuracy": result.test_accuracy,
                "seconds": result.seconds,
-               "epochs": result.epochs_run, "best_epoch": result.best_epoch,
+               "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                "outcome": result.outcome, "reason": result.reason,
                "final_accuracy": result.final_accuracy, "train_seconds": result.train_seconds,
                "eval_seconds": result.eval_seconds,
@@ -139,11 +138,12 @@ def run(study: str, trials: int | None, timeout: float | None, storage: str | No
     """Run (or resume) the study of a recipe file and print its Pareto front."""
     import time
 
-    from search import loop, report
-    from search import recipe as recipes
-    from search import study as studies
-    from search import workers as local
-    from search.storage import mask_url as mask
+    from search.reviewing import report
+    from search.tuning import loop
+    from search.tuning import recipe as recipes
+    from search.tuning import study as studies
+    from search.tuning import workers as local
+    from search.tuning.storage import mask_url as mask
 
     rec = recipes.load(study)
     if sampler is not None and sampler not in recipes.SAMPLERS:
@@ -188,9 +188,9 @@ def run(study: str, trials: int | None, timeout: float | None, storage: str | No
 def worker(name: str, storage: str, device: str, trials: int | None, timeout: float | None,
            threads: int | None, quiet: bool) -> None:
     """Join study NAME (made by `search run`) and run trials until its budget is met."""
-    from search import loop
-    from search import study as studies
-    from search.storage import is_sqlite
+    from search.tuning import loop
+    from search.tuning import study as studies
+    from search.tuning.storage import is_sqlite
 
     opened, plan = studies.attach(name, storage)
     if is_sqlite(storage) and not quiet:
@@ -208,7 +208,7 @@ def worker(name: str, storage: str, device: str, trials: int | None, timeout: fl
 @click.option("--json", "as_json", is_flag=True)
 def status(name: str | None, storage: str | None, as_json: bool) -> None:
     """Per study: trials by outcome, front size, best accuracy, fastest time, running now."""
-    from search import report
+    from search.reviewing import report
 
     rows = report.status(_storage(name or "mnist", storage), name)
     if as_json:
@@ -244,8 +244,8 @@ def _choice_options(f: Any) -> Any:
 
 def _choose(name: str, storage: str | None, device_key: str | None, min_accuracy: float | None,
             max_seconds: float | None, knee: bool, trial: int | None = None):  # noqa: ANN202
-    from search import choose as chooser
-    from search import floor as floors
+    from search.reviewing import choose as chooser
+    from search.tuning import floor as floors
 
     given = [o for o, v in (("--min-accuracy", min_accuracy), ("--max-seconds", max_seconds),
                             ("--knee", knee or None), ("--trial", trial)) if v is not None]
@@ -268,8 +268,8 @@ def _choose(name: str, storage: str | None, device_key: str | None, min_accuracy
 def best(name: str, storage: str | None, device_key: str | None, min_accuracy: float | None,
          max_seconds: float | None, knee: bool, as_json: bool) -> None:
     """Pick one config from the front of study NAME and print it."""
-    from search.export import measured_config
-    from search.report import fmt_accuracy
+    from search.reviewing.export import measured_config, stopping
+    from search.reviewing.report import fmt_accuracy
 
     study, trial = _choose(name, storage, device_key, min_accuracy, max_seconds, knee)
     result = trial.user_attrs.get("result", {})
@@ -282,7 +282,7 @@ def best(name: str, storage: str | None, device_key: str | None, min_accuracy: f
         return
     click.echo(f"trial {trial.number}: accuracy {out['accuracy']:.4f} "
                f"(test {fmt_accuracy(out['test_accuracy'])}) in {out['seconds']:.3f}s "
-               f"(stop after epoch {out['best_epoch']} of {out['params']['epochs']}) "
+               f"({stopping(measured_config(trial))}) "
                f"on {out['device']}")
     for key, value in out["params"].items():
         click.echo(f"  {key}: {value}")
@@ -297,8 +297,8 @@ def best(name: str, storage: str | None, device_key: str | None, min_accuracy: f
 def export(name: str, storage: str | None, device_key: str | None, min_accuracy: float | None,
            max_seconds: float | None, knee: bool, trial: int | None, output: str) -> None:
     """Export one config of study NAME as a self-describing YAML file."""
-    from search import export as exporter
-    from search.report import fmt_accuracy
+    from search.reviewing import export as exporter
+    from search.reviewing.report import fmt_accuracy
 
     study, picked = _choose(name, storage, device_key, min_accuracy, max_seconds, knee, trial)
     record = exporter.export_record(name, picked, study.user_attrs.get("recipe") or {})
@@ -319,9 +319,9 @@ def export(name: str, storage: str | None, device_key: str | None, min_accuracy:
 def pareto(name: str, storage: str | None, device_key: str | None, output: str | None,
            color_by: str | None, log_time: bool | None) -> None:
     """Draw the speed/accuracy front of study NAME (interactive HTML)."""
-    from search import choose as chooser
-    from search import floor as floors
-    from search import plots
+    from search.reviewing import choose as chooser
+    from search.reviewing import plots
+    from search.tuning import floor as floors
 
     study = chooser.load_study(name, _storage(name, storage))
     device, note = chooser.device_of(study.get_trials(deepcopy=False), device_key)
@@ -343,7 +343,7 @@ def pareto(name: str, storage: str | None, device_key: str | None, output: str |
 
 def _verdicts(study: Any, device: str | None) -> Any:
     """The stored `search verify` repeats on ``device`` as flagged verdicts, or None."""
-    from search import verify as verifier
+    from search.reviewing import verify as verifier
 
     repeats = verifier.stored_repeats(study, device)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
@@ -362,8 +362,8 @@ def _verdicts(study: Any, device: str | None) -> Any:
 def report(name: str, storage: str | None, device_key: str | None, output: str | None,
            color_by: str | None, log_time: bool | None) -> None:
     """Write one self-contained HTML page about study NAME."""
-    from search import choose as chooser
-    from search import report_html
+    from search.reviewing import choose as chooser
+    from search.reviewing import report_html
 
     study = chooser.load_study(name, _storage(name, storage))
     device, note = chooser.device_of(study.get_trials(deepcopy=False), device_key)
@@ -386,8 +386,8 @@ def report(name: str, storage: str | None, device_key: str | None, output: str |
 def verify(name: str, storage: str | None, device_key: str | None, top: int, repeats: int,
            device: str) -> None:
     """Re-run the front's configs with new seeds: does the front survive the noise?"""
-    from search import choose as chooser
-    from search import verify as verifier
+    from search.reviewing import choose as chooser
+    from search.reviewing import verify as verifier
 
     study = chooser.load_study(name, _storage(name, storage))
     key, note = chooser.device_of(study.get_trials(deepcopy=False), device_key)
@@ -411,6 +411,14 @@ def verify(name: str, storage: str | None, device_key: str | None, top: int, rep
 
 
 @cli.command()
+def tricks() -> None:
+    """List every config field by trick (a Markdown table: the README's)."""
+    from search.training.tricks import table
+
+    click.echo(table())
+
+
+@cli.command()
 @click.option("--source", default="mnist5k-0-4", show_default=True,
               help="Source task to pretrain the built-in CNN on.")
 @click.option("--width", type=click.IntRange(min=1), default=None,
@@ -421,7 +429,7 @@ def pretrain(source: str, width: int | None, force: bool) -> None:
     """Pretrain the built-in CNN on a source task and cache the checkpoint."""
     import torch
 
-    from search import pretrain as pt
+    from search.training import pretrain as pt
 
     path = pt.checkpoint(source, width=width or pt.WIDTHS.get(source, 32), force=force)
     acc = torch.load(path, weights_only=True).get("val_accuracy")

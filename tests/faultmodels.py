@@ -22,7 +22,7 @@ import yaml
 from click.testing import Result
 from torch import nn
 
-from search.models import SmallCNN
+from search.training.models import SmallCNN
 
 ROOT = Path(__file__).resolve().parent.parent
 OOM_BATCH = 128  # a forward on this many examples or more "runs out of memory"
@@ -100,7 +100,7 @@ def write_recipe(folder: Path, space: str, *, name: str = "tiny", **fields: Any)
 
 def pretrained() -> None:
     """Make the pretrained checkpoint once, here, so parallel workers never all make it."""
-    from search import pretrain
+    from search.training import pretrain
 
     pretrain.checkpoint("digits-0-4")
 
@@ -132,7 +132,7 @@ def one_error_line(result: Result, *parts: str) -> str:
 # (open_storage reads them when called: test_storage.py checks that).
 FAST_HEARTBEAT = (
     "import sys\n"
-    "import search.storage as s\n"
+    "import search.tuning.storage as s\n"
     "s.HEARTBEAT_SECONDS, s.GRACE_SECONDS = 1, 3\n"
     "from search.cli import main\n"
     "sys.argv = ['search', *sys.argv[1:]]\n"

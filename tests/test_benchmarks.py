@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from benchmarks import efficiency, peers, tasks
-from search import frontier
+from search.reviewing import frontier
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,7 +77,7 @@ def test_efficiency_runs_every_available_arm_and_scores_all_its_points(tmp_path:
 
 def _peer_pruner(name: str) -> Any:
     if name == "ours":
-        from search.study import make_pruner
+        from search.tuning.pruning import make_pruner
 
         return make_pruner({"name": "pareto-sha", "eta": 3, "min_resource": 0.111,
                             "resource": "fraction"})

@@ -14,10 +14,10 @@ from click.testing import CliRunner, Result
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from search import choose as chooser
 from search.cli import cli
-from search.config import TrainConfig
 from search.errors import UserError
+from search.reviewing import choose as chooser
+from search.training.config import TrainConfig
 from tests import faultmodels as fm
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -339,7 +339,7 @@ def test_status_says_the_floor_and_how_many_points_are_below_it(tmp_path: Path) 
 
 def test_a_time_to_accuracy_study_has_no_floor_its_target_says_what_is_worth_having(
         tmp_path: Path) -> None:
-    from search import floor as floors
+    from search.tuning import floor as floors
 
     pareto = optuna.load_study(study_name="floor", storage=floored_study(tmp_path))
     assert floors.of_study(pareto, pareto.trials) == pytest.approx(0.90)

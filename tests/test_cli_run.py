@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner, Result
 from optuna.trial import TrialState
 
-from search import space as spaces
 from search.cli import cli
-from search.config import TrainConfig
+from search.training.config import TrainConfig
+from search.tuning import space as spaces
 from tests import faultmodels as fm
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -170,7 +170,7 @@ def test_resume_adds_exactly_the_missing_trials_and_prints_json(
 
 def test_run_with_the_budget_already_met_runs_nothing(first_run: tuple[Path, Path, Result],
                                                       tmp_path: Path) -> None:
-    # Fixed bug (search/loop.py, work): BudgetGate is called once before study.optimize, and on a
+    # Fixed bug (loop.py, work): BudgetGate is called once before study.optimize, and on a
     # study that already holds its budget it calls study.stop() outside optimize, which
     # raises RuntimeError ("`Study.stop` is supposed to be invoked inside an objective
     # function or a callback"): re-running a finished study crashes instead of running 0.

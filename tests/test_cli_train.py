@@ -45,7 +45,7 @@ def test_json_prints_one_object(recipe: Path) -> None:
     assert len(lines) == 1
     summary = json.loads(lines[0])
     assert summary["outcome"] == "completed" and summary["reason"] == ""
-    assert summary["epochs"] == 2 and 1 <= summary["best_epoch"] <= 2
+    assert summary["epochs_run"] == 2 and 1 <= summary["best_epoch"] <= 2
     assert 0.5 < summary["accuracy"] <= 1.0
     assert 0 < summary["seconds"] <= summary["train_seconds"]
     assert summary["flops_per_sample"] > 0
@@ -60,7 +60,7 @@ def test_set_overrides_apply(recipe: Path) -> None:
                     "--set", "lr_schedule=cosine")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["epochs"] == 1
+    assert summary["epochs_run"] == 1
     config = summary["config"]
     assert (config["optimizer"], config["lr"], config["momentum"]) == ("momentum", 0.02, 0.8)
     assert (config["frozen_layers"], config["lr_schedule"]) == (1, "cosine")

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from search.config import TrainConfig
 from search.errors import UserError
+from search.training.config import TrainConfig
 
 
 def _names(key: str, value: object) -> str:
@@ -148,6 +148,8 @@ def test_config_is_frozen_and_replace_validates() -> None:
 
 
 def test_effective_lr_follows_lr_scaling() -> None:
-    assert TrainConfig(lr=0.1, batch_size=512).effective_lr == 0.1
-    assert TrainConfig(lr=0.1, batch_size=512, lr_scaling="linear").effective_lr == \
+    from search.training.tricks.optimizer import effective_lr
+
+    assert effective_lr(TrainConfig(lr=0.1, batch_size=512)) == 0.1
+    assert effective_lr(TrainConfig(lr=0.1, batch_size=512, lr_scaling="linear")) == \
         pytest.approx(0.2)

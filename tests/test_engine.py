@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 import torch
 
-from search import optimizers
-from search.config import TrainConfig
-from search.engine import OUTCOMES, TrainResult, train
 from search.errors import UserError
-from search.models import ModelSpec
+from search.outcomes import TRAINING_OUTCOMES as OUTCOMES
+from search.training.config import TrainConfig
+from search.training.engine import TrainResult, train
+from search.training.models import ModelSpec
+from search.training.tricks import optimizer as optimizers
 from tests.usermodels import PRETRAINED, small_data
 
 CNN = ModelSpec("cnn", weights=PRETRAINED)
@@ -198,8 +199,8 @@ def test_compiled_model_trains() -> None:
 
 
 def test_flops_are_counted_once_per_architecture_and_trainable_set() -> None:
-    from search import timing
-    from search.models import SmallCNN
+    from search.training import timing
+    from search.training.models import SmallCNN
 
     net, criterion = SmallCNN(1, 5), torch.nn.CrossEntropyLoss()
     x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 5, (8,))
@@ -216,7 +217,7 @@ def test_flops_are_counted_once_per_architecture_and_trainable_set() -> None:
 
 
 def test_divergence_watch_flags_a_non_finite_or_huge_loss_at_once_on_the_cpu() -> None:
-    from search.engine import Divergence
+    from search.training.engine import Divergence
 
     watch = Divergence(torch.device("cpu"), limit=100.0)
     assert not watch.seen(torch.tensor(2.0)) and not watch.seen(torch.tensor(99.0))
@@ -228,8 +229,8 @@ def test_divergence_watch_flags_a_non_finite_or_huge_loss_at_once_on_the_cpu() -
 
 
 def test_the_flop_pass_runs_once_per_precision_and_layout_it_warms() -> None:
-    from search import timing
-    from search.models import SmallCNN
+    from search.training import timing
+    from search.training.models import SmallCNN
 
     net, criterion = SmallCNN(3, 5), torch.nn.CrossEntropyLoss()
     x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 5, (8,))
@@ -254,14 +255,15 @@ def _compile_stats_in_a_fresh_process(cfg: TrainConfig) -> dict[str, Any]:
 
     root = Path(__file__).resolve().parent.parent
     code = ("import json, sys\n"
-            "from search import compiler\n"
-            "from search.config import TrainConfig\n"
-            "from search.engine import train\n"
+            "from search.training.tricks import compile as compiler\n"
+            "from search.training.config import TrainConfig\n"
+            "from search.training.engine import train\n"
             "from tests.test_engine import CNN\n"
             "from tests.usermodels import small_data\n"
             "compiler.OPTIONS['backend'] = 'eager'\n"
             "cfg = TrainConfig(**json.loads(sys.argv[1]))\n"
-            "print(json.dumps(train(cfg, small_data(), CNN, device='cpu').compiled))\n")
+            "result = train(cfg, small_data(), CNN, device='cpu')\n"
+            "print(json.dumps(result.tricks.get('compile')))\n")
     config = {**cfg.to_dict(), "betas": None}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(config)], cwd=root, env=env,
@@ -272,7 +274,7 @@ def _compile_stats_in_a_fresh_process(cfg: TrainConfig) -> dict[str, Any]:
 def test_each_compiled_run_compiles_as_a_fresh_process_would(monkeypatch: Any) -> None:
     # Dynamo's backend does not matter for what is counted here: "eager" skips the C++
     # code generation (tens of seconds on a CPU) and still traces, guards and recompiles.
-    from search import compiler
+    from search.training.tricks import compile as compiler
 
     monkeypatch.setattr(compiler, "OPTIONS", {"backend": "eager"})
     wide = TrainConfig(epochs=2, compile=True, batch_size=32)
@@ -280,12 +282,12 @@ def test_each_compiled_run_compiles_as_a_fresh_process_would(monkeypatch: Any) -
     train(wide, small_data(), CNN, device="cpu")
     after_another = train(odd, small_data(), CNN, device="cpu")
     assert after_another.outcome == "completed"
-    stats = after_another.compiled
+    stats = after_another.tricks["compile"]
     assert stats == _compile_stats_in_a_fresh_process(odd)
     assert stats["ran_compiled"] and stats["fallbacks"] == 0 and stats["graphs"] >= 1
     # The partial batch and the switch to evaluation each compile again.
     assert stats["compilations"] >= 2
-    assert train(odd.replace(compile=False), small_data(), CNN, device="cpu").compiled is None
+    assert train(odd.replace(compile=False), small_data(), CNN, device="cpu").tricks == {}
 
 
 def test_the_test_split_never_changes_what_training_or_selection_sees() -> None:

@@ -14,8 +14,8 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import create_trial
 
-from search import export as exporter
-from search.config import TrainConfig
+from search.reviewing import export as exporter
+from search.training.config import TrainConfig
 from tests.test_choose import RECIPE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,9 +93,9 @@ def test_the_example_lands_on_the_exported_point(name: str, tmp_path: Path) -> N
     on the default study's task, its point is exported, and the example's plain loop,
     loading that file in another process, prints the same validation accuracy at the
     same epoch and the same test accuracy (on the CPU, bit for bit)."""
-    from search.data import DataSpec
-    from search.engine import train
-    from search.models import ModelSpec
+    from search.training.data import DataSpec
+    from search.training.engine import train
+    from search.training.models import ModelSpec
 
     config = CONFIGS[name].replace(epochs=3)
     measured = train(config, DataSpec("mnist5k", classes=(5, 6, 7, 8, 9), image_size=14),

@@ -16,10 +16,10 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import create_trial
 
 import search
-from search import export as exporter
 from search.cli import cli
-from search.config import TrainConfig
 from search.errors import UserError
+from search.reviewing import export as exporter
+from search.training.config import TrainConfig
 from tests import faultmodels as fm
 from tests.test_choose import CPU, HAND, RECIPE, completed, config_of, make_study, pruned
 
@@ -182,7 +182,7 @@ def test_train_with_an_exported_config(url: str, tmp_path: Path, recipe: Path) -
     assert summary["outcome"] == "completed"
     # The exported config replaces the recipe's baseline (sgd, epochs 3, batch 32).
     assert summary["config"] == record["params"]
-    assert summary["epochs"] == record["params"]["stop_after"] == 2
+    assert summary["epochs_run"] == record["params"]["stop_after"] == 2
     assert summary["test_accuracy"] is not None  # the recipe's data has a test split
 
 
@@ -200,10 +200,10 @@ def test_a_stopped_trials_point_is_exported_and_reproduced_by_retraining(tmp_pat
     training the loaded config as it is (the schedule laid out over 2 epochs, same seed)
     stops there and lands on the same point: the same accuracy, validation and test, the
     same epochs and examples trained, so the seconds are of the same work."""
-    from search.data import DataSpec
-    from search.data import load as load_data
-    from search.engine import train
-    from search.models import ModelSpec
+    from search.training.data import DataSpec
+    from search.training.data import load as load_data
+    from search.training.engine import train
+    from search.training.models import ModelSpec
     from tests.test_study import PRUNE_SEED, PRUNE_SPACE, run_recipe
 
     path = fm.write_recipe(tmp_path, PRUNE_SPACE, trials=4, seed=PRUNE_SEED,

@@ -18,11 +18,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import loop
-from search import recipe as recipes
-from search.loop import work
-from search.storage import open_storage
-from search.study import open_study, plan_for
+from search.tuning import loop
+from search.tuning import recipe as recipes
+from search.tuning.loop import work
+from search.tuning.storage import open_storage
+from search.tuning.study import open_study, plan_for
 from tests import faultmodels as fm
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -117,7 +117,7 @@ def test_a_waiting_worker_takes_over_the_trial_of_a_worker_killed_mid_trial(
     # gate (the only slot is taken). Killing the first must not leave the second waiting
     # forever: within the grace period it fails the dead trial and runs its retry.
     # (PostgreSQL: two workers at once on SQLite may both pop the same queued trial.)
-    # Fixed bug (search/loop.py, _Reaper.__init__): `getattr(study._storage,
+    # Fixed bug (search/tuning/loop.py, _Reaper.__init__): `getattr(study._storage,
     # "heartbeat_interval", None)` is always None: study._storage is Optuna's
     # _CachedStorage around the RDBStorage, which has no such attribute. So the reaper
     # thread never starts, and a worker blocked in BudgetGate never fails the dead
@@ -205,12 +205,12 @@ def test_an_interrupted_worker_records_its_trial_and_a_new_run_continues(
     assert rerun.params == victim.params
 
     # What the user reads: the reason names the signal, and the worker said one line.
-    # Fixed bug (search/loop.py, work, and search/objective.py, __call__): `{e or 'SIGINT'}`
+    # Fixed bug (loop.py, work, and search/tuning/objective.py, __call__): `{e or 'SIGINT'}`
     # formats the exception object, which is truthy even when empty, so SIGINT gives
     # "interrupted ()" and the reason "interrupted by  after 1 epochs"; use
     # `str(e) or 'SIGINT'`.
     assert sig.name in stopped.user_attrs["reason"], stopped.user_attrs["reason"]
-    # Fixed bug (search/loop.py, work): Optuna logs every failed trial at WARNING level with its
+    # Fixed bug (loop.py, work): Optuna logs every failed trial at WARNING level with its
     # traceback ("Trial 0 failed with parameters ... KeyboardInterrupt", then "Trial 0
     # failed with value None"), so one line becomes many. Lower Optuna's verbosity to ERROR
     # in work(), or filter those records, while our own line says what happened.

@@ -7,8 +7,8 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from search import frontier
-from search.frontier import Point
+from search.reviewing import frontier
+from search.reviewing.frontier import Point
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -26,14 +26,15 @@ from click.testing import CliRunner
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from search import engine, frontier
-from search import floor as floors
 from search.cli import cli
-from search.config import TrainConfig
-from search.data import DataSpec
-from search.data import load as load_data
-from search.models import ModelSpec
-from search.models import build as build_model
+from search.reviewing import frontier
+from search.training import engine
+from search.training.config import TrainConfig
+from search.training.data import DataSpec
+from search.training.data import load as load_data
+from search.training.models import ModelSpec
+from search.training.models import build as build_model
+from search.tuning import floor as floors
 from tests import faultmodels as fm
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -47,8 +48,8 @@ CONFIG = TrainConfig(optimizer="nesterov", lr=0.4, lr_scaling="linear", momentum
                      label_smoothing=0.1, mixup_alpha=0.2, lr_schedule="cosine",
                      warmup=0.2, seed=5)
 EFFECTIVE_LR = 0.1
-BLOCKS = ("build_optimizer", "build_scheduler", "build_criterion", "build_mixer",
-          "grad_scaler", "freeze")
+BLOCKS = ("build_optimizer", "build_scheduler", "build_criterion", "build_batch",
+          "grad_scaler", "prepare")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -108,9 +109,14 @@ def recorded(data: Any) -> dict[str, Any]:
 def _user_model(config: TrainConfig, data: Any) -> nn.Module:
     """The model as a user builds it (examples/train_with_best.py), frozen by the config."""
     model = build_model(MODEL, in_channels=data.channels, num_classes=data.num_classes,
-                        dropout=config.dropout)
-    config.freeze(model)
-    return model
+                        **config.model_kwargs())
+    return config.prepare(model)
+
+
+def _frozen(model: nn.Module) -> list[str]:
+    """The model's children whose parameters are all frozen."""
+    return [name for name, child in model.named_children()
+            if list(child.parameters()) and not any(p.requires_grad for p in child.parameters())]
 
 
 # -- optimizer -------------------------------------------------------------------------
@@ -146,9 +152,10 @@ def test_optimizer_leaves_the_frozen_parameters_out(recorded: dict[str, Any]) ->
 
 def test_freeze_freezes_the_blocks_the_engine_froze(recorded: dict[str, Any],
                                                     data: Any) -> None:
-    (net,), engine_frozen = recorded["freeze"]
+    (net,), _ = recorded["prepare"]
     model = build_model(MODEL, in_channels=data.channels, num_classes=data.num_classes)
-    assert CONFIG.freeze(model) == engine_frozen == ["stem"]
+    assert CONFIG.prepare(model) is model
+    assert _frozen(model) == _frozen(net) == ["stem"]
     assert isinstance(net.stem[1], FrozenBatchNorm2d)
     assert isinstance(model.stem[1], FrozenBatchNorm2d)
 
@@ -158,8 +165,8 @@ def test_freeze_with_an_explicit_block_list_for_a_users_sequential() -> None:
                           nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
                           nn.Flatten(), nn.Linear(4 * 4 * 4, 5))
     cfg = TrainConfig(frozen_layers=2)
-    frozen = cfg.freeze(model, blocks=["0", ["1", "2"], ["3", "4", "5"], "7"])
-    assert frozen == ["0", "1", "2"]
+    cfg.prepare(model, blocks=["0", ["1", "2"], ["3", "4", "5"], "7"])
+    assert _frozen(model) == ["0"]  # and model[1] became a FrozenBatchNorm2d (no parameters)
     assert not any(p.requires_grad for p in model[0].parameters())
     assert isinstance(model[1], FrozenBatchNorm2d)  # keeps its statistics in train()
     for index in (3, 4, 7):
@@ -175,7 +182,7 @@ def test_freeze_with_an_explicit_block_list_for_a_users_sequential() -> None:
 
 def test_freeze_zero_blocks_freezes_nothing() -> None:
     model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
-    assert TrainConfig().freeze(model, blocks=["0", "1"]) == []
+    TrainConfig().prepare(model, blocks=["0", "1"])
     assert all(p.requires_grad for p in model.parameters())
 
 
@@ -254,13 +261,13 @@ def test_criterion_gives_the_engines_loss(recorded: dict[str, Any]) -> None:
 
 
 def test_mixer_mixes_as_the_engines_does(recorded: dict[str, Any], data: Any) -> None:
-    (num_classes,), engine_mix = recorded["build_mixer"]
+    (num_classes,), engine_mix = recorded["build_batch"]
     assert num_classes == data.num_classes
     x, y = (t[:32] for t in data.tensors["train"])
     torch.manual_seed(7)
     engine_x, engine_t = engine_mix(x, y)
     torch.manual_seed(7)
-    user_x, user_t = CONFIG.build_mixer(num_classes)(x, y)
+    user_x, user_t = CONFIG.build_batch(num_classes)(x, y)
     assert torch.equal(engine_x, user_x) and torch.equal(engine_t, user_t)
     assert not torch.equal(user_x, x)  # mixup is on: the images changed
 
@@ -269,7 +276,7 @@ def test_mix_returns_soft_targets_summing_to_one(data: Any) -> None:
     x, y = (t[:32] for t in data.tensors["train"])
     for cfg in (CONFIG, CONFIG.replace(mixup_alpha=0.0, cutmix_alpha=1.0),
                 CONFIG.replace(cutmix_alpha=0.5)):
-        mixed, target = cfg.mix(x, y, data.num_classes)
+        mixed, target = cfg.build_batch(data.num_classes)(x, y)
         assert mixed.shape == x.shape
         assert target.shape == (32, data.num_classes)
         assert target.dtype.is_floating_point and (target >= 0).all()

@@ -9,16 +9,16 @@ import pytest
 import torch
 from torch import nn
 
-from search import pretrain
 from search.errors import UserError
-from search.models import (
+from search.references import load_callable
+from search.training import pretrain
+from search.training.models import (
     ModelSpec,
     SmallCNN,
     blocks_of,
     build,
     count_blocks,
     input_channels,
-    load_callable,
 )
 from tests.usermodels import PRETRAINED, RecordingCNN
 

@@ -9,9 +9,9 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from search import frontier, plots
 from search.errors import UserError
-from search.verify import Verdict, flag
+from search.reviewing import frontier, plots
+from search.reviewing.verify import Verdict, flag
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

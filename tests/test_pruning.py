@@ -8,8 +8,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from search.floor import Floor
-from search.pruning import (
+from search.tuning.floor import Floor
+from search.tuning.pruning import (
     ParetoSuccessiveHalving,
     hypervolume_contributions,
     keeps,
@@ -92,7 +92,7 @@ def test_hypervolume_contributions_equal_points_share_their_area() -> None:
 
 
 def test_the_fast_end_of_a_front_contributes_and_can_rank_first() -> None:
-    # Fixed bug (search/pruning.py, reference_point): the reference sat at the rung's worst
+    # Fixed bug (search/tuning/pruning.py, reference_point): the reference sat at the rung's worst
     # accuracy, so the fastest point of a front (its least accurate) had no area and
     # ranked last: the 10x-faster trial 5 was pruned against the baseline (trial 0).
     # Reference (0.93, 0.55): trial 5 has (0.50-0.05) * (0.94-0.93) = 0.0045, trial 0
@@ -450,8 +450,8 @@ def test_tpe_keeps_sampling_when_stopped_trials_complete_with_their_points() -> 
 
 
 def test_a_compiled_trial_is_first_judged_after_its_compile_epoch() -> None:
-    from search.config import TrainConfig
-    from search.objective import judged
+    from search.training.config import TrainConfig
+    from search.tuning.objective import judged
 
     eager, compiled = TrainConfig(epochs=9), TrainConfig(epochs=9, compile=True)
     assert [judged(eager, e) for e in (1, 2, 3, 9)] == [True, True, True, False]

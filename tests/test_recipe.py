@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from search import recipe as recipes
 from search.errors import UserError
+from search.tuning import recipe as recipes
 
 ROOT = Path(__file__).resolve().parents[1]
 

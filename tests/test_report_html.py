@@ -6,9 +6,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search import report_html
 from search.errors import UserError
-from search.verify import Verdict, flag
+from search.reviewing import report_html
+from search.reviewing.verify import Verdict, flag
 from tests import browser
 from tests.test_plots import CPU, GPU, mixed_study, tta_study
 

@@ -12,9 +12,10 @@ import pytest
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from search import space as spaces
-from search.config import TrainConfig
 from search.errors import UserError
+from search.training.config import TrainConfig
+from search.training.trick import Context
+from search.tuning import space as spaces
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -157,7 +158,7 @@ def test_high_max_resolves_to_the_models_block_count(tmp_path: Path) -> None:
 
 
 def test_high_max_for_the_cnn_comes_from_the_model() -> None:
-    from search import models
+    from search.training import models
 
     blocks = models.count_blocks(models.ModelSpec("cnn"), in_channels=1, num_classes=5)
     space = spaces.load(ROOT / "spaces" / "default.yaml", max_blocks=blocks)
@@ -217,7 +218,7 @@ def test_params_of_a_conditional_range_whose_baseline_is_the_default(tmp_path: P
 
 
 def test_switching_optimizer_drops_the_baselines_momentum() -> None:
-    # Fixed bug (search/space.py, Space.suggest): a baseline with momentum set and a space that
+    # Fixed bug (space.py, Space.suggest): a baseline with momentum set and a space that
     # samples an optimizer without momentum (adam) builds TrainConfig(optimizer=adam,
     # momentum=0.9), which raises UserError inside the trial and stops the study.
     space = spaces.load(ROOT / "spaces" / "default.yaml", max_blocks=CNN_BLOCKS)
@@ -262,7 +263,7 @@ def test_grid_refuses_conditional_and_unstepped_float_dimensions(
     {"batch_size": {"low": 32, "high": 90, "step": 32}},
 ])
 def test_grid_stays_within_low_and_high(spec: dict[str, Any]) -> None:
-    # Fixed bug (search/space.py, Space.grid): the number of steps is round((high - low) / step),
+    # Fixed bug (space.py, Space.grid): the number of steps is round((high - low) / step),
     # so a range whose length is not a multiple of the step gets a point past `high`
     # (warmup 1.2, an invalid config; batch_size 96 > 90). Optuna's own stepped
     # distributions stop at the last multiple at or below high: use math.floor.
@@ -345,7 +346,7 @@ def test_high_max_is_only_for_frozen_layers(tmp_path: Path) -> None:
 ])
 def test_frozen_layers_choices_and_values_above_the_models_blocks_are_refused(
         tmp_path: Path, spec: dict[str, Any]) -> None:
-    # Fixed bug (search/space.py, _dimension): only a range's `high` is checked against the
+    # Fixed bug (search/tuning/space.py, _dimension): only a range's `high` is checked against the
     # model's blocks; choices and fixed values pass and the study stops at training time.
     path = write_space(tmp_path, spec)
     with pytest.raises(UserError, match=re.escape(f"{path}: frozen_layers")):
@@ -353,7 +354,7 @@ def test_frozen_layers_choices_and_values_above_the_models_blocks_are_refused(
 
 
 def test_an_integer_field_refuses_a_fractional_step(tmp_path: Path) -> None:
-    # Fixed bug (search/space.py, _dimension): batch_size step 0.5 is accepted; _suggest passes
+    # Fixed bug (space.py, _dimension): batch_size step 0.5 is accepted; _suggest passes
     # int(0.5) == 0 to suggest_int, whose ValueError stops the study.
     path = write_space(tmp_path, {"batch_size": {"low": 32, "high": 128, "step": 0.5}})
     with pytest.raises(UserError, match=re.escape(f"{path}: batch_size.step: ")):
@@ -405,9 +406,9 @@ def test_shipped_spaces_sample_valid_configs(name: str) -> None:
 def test_probes_apply_one_speed_trick_each_to_the_baseline() -> None:
     space = spaces.load(ROOT / "spaces" / "default.yaml", max_blocks=CNN_BLOCKS)
     base = TrainConfig(optimizer="adam", lr=0.001, batch_size=64, epochs=10)
-    probes = space.probes(base, pretrained=True)
-    assert [label for label, _ in probes] == ["precision=bf16", "frozen_layers=1",
-                                             "batch_size=128", "epochs=5"]
+    probes = space.probes(base, Context(pretrained=True, blocks=CNN_BLOCKS))
+    assert [label for label, _ in probes] == ["batch_size=128", "epochs=5", "frozen_layers=1",
+                                             "precision=bf16"]
     baseline = space.params_of(base)
     for label, params in probes:
         name, value = label.split("=")
@@ -418,9 +419,9 @@ def test_probes_apply_one_speed_trick_each_to_the_baseline() -> None:
         assert probe.replace(**{name: getattr(base, name)}, betas=None) == base
     # Without pretrained weights there is nothing to freeze; the tricks' own baseline
     # values are no probes.
-    assert "frozen_layers=1" not in dict(space.probes(base, pretrained=False))
+    assert "frozen_layers=1" not in dict(space.probes(base, Context(pretrained=False)))
     assert [label for label, _ in space.probes(
-        base.replace(precision="bf16", batch_size=512, epochs=1), pretrained=False)] == []
+        base.replace(precision="bf16", batch_size=512, epochs=1), Context())] == []
 
 
 def _enqueued(params: dict[str, Any]) -> optuna.trial.Trial:

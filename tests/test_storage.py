@@ -17,13 +17,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import search.storage
+import search.tuning.storage
 from search.errors import UserError
-from search.storage import mask_url, open_storage
+from search.tuning.storage import mask_url, open_storage
 from tests import faultmodels as fm
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-# Heartbeats and retries are experimental in Optuna; search.storage silences that at import,
+# Heartbeats and retries are experimental in Optuna; search.tuning.storage silences that at import,
 # which pytest's per-test warning filters undo.
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -62,13 +62,13 @@ def test_mask_url_hides_every_url_in_a_message() -> None:
 
 
 @pytest.mark.parametrize("url", [
-    # Fixed bug (search/storage.py, _PASSWORD): the username part must be non-empty, so a URL
+    # Fixed bug (search/tuning/storage.py, _PASSWORD): the username part must be non-empty, so a URL
     # with a password and no user name is returned unmasked.
     "postgresql://:hunter2@host/db",
-    # Fixed bug (search/storage.py, _PASSWORD): `[^@]*` stops at the first "@", so a raw "@" in
+    # Fixed bug (storage.py, _PASSWORD): `[^@]*` stops at the first "@", so a raw "@" in
     # the password leaves its tail ("ter2@host") in the clear.
     "postgresql://user:hun@ter2@host/db",
-    # Fixed bug (search/storage.py, mask_url): libpq and psycopg take the password as a query
+    # Fixed bug (search/tuning/storage.py, mask_url): libpq and psycopg take the password as a query
     # parameter too; it is not masked.
     "postgresql://user@host/db?password=hunter2",
 ])
@@ -99,7 +99,7 @@ def test_open_storage_refuses_a_malformed_url_in_one_line(url: str, says: str) -
 
 
 @pytest.mark.parametrize("url", [
-    # Fixed bug (search/storage.py, open_storage): sqlalchemy's make_url raises ValueError for a
+    # Fixed bug (storage.py, open_storage): sqlalchemy's make_url raises ValueError for a
     # port that is not a number; only ArgumentError is caught, so the CLI shows a traceback.
     "postgresql://user:hunter2@host:abc/db",
     "postgresql://user:hunter2@[::1/db",
@@ -197,8 +197,8 @@ def test_sqlite_storage_is_created_with_heartbeats_and_retries(
     monkeypatch.delenv("SEARCH_GRACE_SECONDS", raising=False)
     storage = open_storage(f"sqlite:///{tmp_path / 'x.db'}")
     assert (tmp_path / "x.db").is_file()
-    assert storage.heartbeat_interval == search.storage.HEARTBEAT_SECONDS
-    assert storage.grace_period == search.storage.GRACE_SECONDS
+    assert storage.heartbeat_interval == search.tuning.storage.HEARTBEAT_SECONDS
+    assert storage.grace_period == search.tuning.storage.GRACE_SECONDS
     callback = storage.get_heartbeat_stale_trial_callback()
     assert isinstance(callback, optuna.storages.RetryHeartbeatStaleTrialCallback)
     # Re-opening an existing file with must_exist works and sees the same (empty) storage.
@@ -211,8 +211,8 @@ def test_open_storage_reads_the_heartbeat_constants_when_called(
     # Not bound as default arguments at import time: setting the constants takes effect.
     monkeypatch.delenv("SEARCH_HEARTBEAT_SECONDS", raising=False)
     monkeypatch.delenv("SEARCH_GRACE_SECONDS", raising=False)
-    monkeypatch.setattr(search.storage, "HEARTBEAT_SECONDS", 1)
-    monkeypatch.setattr(search.storage, "GRACE_SECONDS", 3)
+    monkeypatch.setattr(search.tuning.storage, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(search.tuning.storage, "GRACE_SECONDS", 3)
     storage = open_storage(f"sqlite:///{tmp_path / 'x.db'}")
     assert (storage.heartbeat_interval, storage.grace_period) == (1, 3)
 
@@ -230,7 +230,7 @@ def test_the_environment_sets_heartbeat_and_grace(tmp_path: Path,
                                              ("SEARCH_GRACE_SECONDS", "-3")])
 def test_a_bad_heartbeat_setting_in_the_environment_is_one_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
-    # Fixed bug (search/storage.py, open_storage): `int(os.environ.get(...))` raises ValueError
+    # Fixed bug (storage.py, open_storage): `int(os.environ.get(...))` raises ValueError
     # for "ten" or "1.5" (a traceback from every command that opens a storage), and a
     # negative grace is passed on to Optuna. Parse the variable and raise a UserError
     # naming it and its value.

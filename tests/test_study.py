@@ -14,14 +14,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import recipe as recipes
-from search import space as spaces
-from search.config import TrainConfig
 from search.errors import UserError
-from search.loop import finished_count, optimize_recipe
-from search.objective import time_steps
-from search.pruning import ParetoSuccessiveHalving
-from search.study import make_pruner, make_sampler, open_study, plan_for
+from search.training.config import TrainConfig
+from search.tuning import recipe as recipes
+from search.tuning import space as spaces
+from search.tuning.loop import finished_count, optimize_recipe
+from search.tuning.objective import time_steps
+from search.tuning.pruning import ParetoSuccessiveHalving, make_pruner
+from search.tuning.study import make_sampler, open_study, plan_for
 from tests import faultmodels as fm
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -322,7 +322,7 @@ def test_bad_pruner_options_leave_no_study_behind(tmp_path: Path) -> None:
 
 
 def test_bad_pruner_options_name_the_recipe_file(tmp_path: Path) -> None:
-    # Fixed bug (search/study.py, make_pruner, reached from plan_for): the error is
+    # Fixed bug (search/tuning/pruning.py, make_pruner, reached from plan_for): the error is
     # "pruner: eta must be an integer >= 2, got 1, got {'name': 'pareto-sha', ...}": no
     # file, and two "got"s. Check the options in recipe.load (source=the recipe path).
     path = fm.write_recipe(tmp_path, PRUNE_SPACE,

@@ -9,12 +9,14 @@ import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from search import optimizers, precision, pretrain
-from search.config import TrainConfig
-from search.engine import train
 from search.errors import UserError
-from search.models import ModelSpec
-from search.models import build as build_model
+from search.training import pretrain
+from search.training.config import TrainConfig
+from search.training.engine import train
+from search.training.models import ModelSpec
+from search.training.models import build as build_model
+from search.training.tricks import freezing, precision
+from search.training.tricks import optimizer as optimizers
 from tests import usermodels
 from tests.usermodels import PRETRAINED, small_data, target_data
 
@@ -40,7 +42,7 @@ def _in_blocks(key: str, blocks: tuple[str, ...]) -> bool:
 def test_frozen_parameters_are_left_out_of_the_optimizer() -> None:
     cfg = TrainConfig(optimizer="momentum", lr=0.1, weight_decay=0.1, frozen_layers=2)
     model = _pretrained_cnn()
-    names = cfg.freeze(model)
+    names = freezing.freeze(model, freezing.blocks_of(model), cfg.frozen_layers)
     assert names == ["stem", "layer1"]
     frozen = [p for n in names for p in model.get_submodule(n).parameters()]
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -54,7 +56,7 @@ def test_frozen_blocks_stay_bit_identical_in_a_plain_loop() -> None:
     # Momentum and weight decay would move any parameter the optimizer held.
     cfg = TrainConfig(optimizer="momentum", lr=0.1, weight_decay=0.1, frozen_layers=2)
     model = _pretrained_cnn()
-    cfg.freeze(model)
+    cfg.prepare(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     optimizer = cfg.build_optimizer(model)
     criterion = cfg.build_criterion()
@@ -75,7 +77,7 @@ def test_frozen_blocks_stay_bit_identical_in_a_plain_loop() -> None:
 
 def test_frozen_batchnorm_keeps_pretrained_statistics() -> None:
     model = _pretrained_cnn()
-    TrainConfig(frozen_layers=1).freeze(model)
+    TrainConfig(frozen_layers=1).prepare(model)
     assert isinstance(model.stem[1], FrozenBatchNorm2d)
     assert isinstance(model.layer1[1], nn.BatchNorm2d)  # not frozen: still learns statistics
     state = _checkpoint_state()
@@ -90,7 +92,7 @@ def test_frozen_batchnorm_keeps_pretrained_statistics() -> None:
 
 def test_backward_stops_at_the_first_trainable_block() -> None:
     model = _pretrained_cnn()
-    TrainConfig(frozen_layers=2).freeze(model)
+    TrainConfig(frozen_layers=2).prepare(model)
     needs_grad: dict[str, bool] = {}
     for name in ("layer1", "layer2"):  # the last frozen block, the first trainable one
         model.get_submodule(name).register_forward_hook(
@@ -174,7 +176,7 @@ def _check_soft_targets(target: torch.Tensor, y: torch.Tensor) -> None:
 def test_mixup_blends_pairs_and_their_labels() -> None:
     x, y = _batch()
     torch.manual_seed(0)
-    mixed, target = TrainConfig(mixup_alpha=0.4).build_mixer(5)(x, y)
+    mixed, target = TrainConfig(mixup_alpha=0.4).build_batch(5)(x, y)
     _check_soft_targets(target, y)
     # torchvision's MixUp: lam * batch + (1 - lam) * batch rolled by one, labels alike
     i = int((y != y.roll(1, 0)).nonzero()[0])  # a pair of different labels shows lam
@@ -184,14 +186,14 @@ def test_mixup_blends_pairs_and_their_labels() -> None:
     assert torch.allclose(target, lam * onehot + (1 - lam) * onehot.roll(1, 0))
     assert torch.allclose(mixed, lam * x + (1 - lam) * x.roll(1, 0), atol=1e-5)
     torch.manual_seed(0)
-    again, target_again = TrainConfig(mixup_alpha=0.4).build_mixer(5)(x, y)
+    again, target_again = TrainConfig(mixup_alpha=0.4).build_batch(5)(x, y)
     assert torch.equal(again, mixed) and torch.equal(target_again, target)  # seeded
 
 
 def test_cutmix_pastes_patches_and_mixes_labels_by_area() -> None:
     x, y = _batch()
     torch.manual_seed(1)
-    mixed, target = TrainConfig(cutmix_alpha=1.0).build_mixer(5)(x, y)
+    mixed, target = TrainConfig(cutmix_alpha=1.0).build_batch(5)(x, y)
     _check_soft_targets(target, y)
     rolled = x.roll(1, 0)
     assert ((mixed == x) | (mixed == rolled)).all()  # every pixel from one of the pair
@@ -204,7 +206,7 @@ def test_cutmix_pastes_patches_and_mixes_labels_by_area() -> None:
 
 def test_mixup_and_cutmix_together_pick_one_per_batch() -> None:
     x, y = _batch()
-    mixer = TrainConfig(mixup_alpha=0.4, cutmix_alpha=1.0).build_mixer(5)
+    mixer = TrainConfig(mixup_alpha=0.4, cutmix_alpha=1.0).build_batch(5)
     torch.manual_seed(0)
     kinds = set()
     for _ in range(12):
@@ -217,7 +219,7 @@ def test_mixup_and_cutmix_together_pick_one_per_batch() -> None:
 
 def test_no_mixing_is_the_identity() -> None:
     x, y = _batch()
-    mixed, target = TrainConfig().build_mixer(5)(x, y)
+    mixed, target = TrainConfig().build_batch(5)(x, y)
     assert mixed is x and target is y
 
 
@@ -350,10 +352,130 @@ def test_onecycle_lengthens_a_one_step_warmup_to_two() -> None:
 
 def test_linear_lr_scaling_sets_the_optimizer_lr() -> None:
     cfg = TrainConfig(optimizer="momentum", lr=0.4, batch_size=64, lr_scaling="linear")
-    assert cfg.effective_lr == pytest.approx(0.1)
+    assert optimizers.effective_lr(cfg) == pytest.approx(0.1)
     assert cfg.build_optimizer(nn.Linear(2, 2)).param_groups[0]["lr"] == pytest.approx(0.1)
     assert _lrs(cfg.replace(epochs=1), 3) == pytest.approx([0.1] * 3)
     peak = max(_lrs(cfg.replace(epochs=2, lr_schedule="onecycle", warmup=0.5), 5))
     assert peak == pytest.approx(0.1)
     unscaled = cfg.replace(lr_scaling="none").build_optimizer(nn.Linear(2, 2))
     assert unscaled.param_groups[0]["lr"] == pytest.approx(0.4)
+
+
+# -- augmentation ------------------------------------------------------------------------
+
+
+def test_crop_is_torchvisions_padded_crop_with_each_images_own_offset() -> None:
+    from torchvision.transforms.v2 import functional as tvf
+
+    from search.training.tricks import augmentation
+
+    x = torch.randn(16, 3, 8, 8)
+    torch.manual_seed(3)
+    out = augmentation.crop(x, 2)
+    torch.manual_seed(3)  # the offsets crop drew, drawn again
+    top = torch.randint(0, 5, (16, 1, 1)).flatten().tolist()
+    left = torch.randint(0, 5, (16, 1, 1)).flatten().tolist()
+    assert len(set(zip(top, left, strict=True))) > 1  # not one crop for the whole batch
+    for i in range(16):
+        expected = tvf.crop(tvf.pad(x[i], [2]), top[i], left[i], 8, 8)
+        assert torch.equal(out[i], expected), i
+
+
+def test_hflip_flips_about_half_of_the_images_each_whole() -> None:
+    from search.training.tricks import augmentation
+
+    x = torch.randn(200, 1, 4, 4)
+    out = augmentation.hflip(x)
+    flipped = [torch.equal(out[i], x[i].flip(-1)) for i in range(200)]
+    kept = [torch.equal(out[i], x[i]) for i in range(200)]
+    assert all(f or k for f, k in zip(flipped, kept, strict=True))
+    assert 60 < sum(flipped) < 140
+
+
+def test_augmentation_is_off_by_default_and_refused_where_it_does_not_apply() -> None:
+    from search.training.trick import Context
+
+    x, y = torch.randn(4, 1, 8, 8), torch.arange(4)
+    assert TrainConfig().build_batch(4)(x, y)[0] is x
+    with pytest.raises(UserError, match=r"^hflip: a flip may change what an image means"):
+        TrainConfig(hflip=True).check(Context(flip_invariant=False))
+    TrainConfig(hflip=True).check(Context(flip_invariant=True))
+    with pytest.raises(UserError, match=r"^crop_padding: augments images"):
+        TrainConfig(crop_padding=2).check(Context(images=False))
+
+
+# -- depth and width ---------------------------------------------------------------------
+
+
+def test_cnn_depth_and_width_build_the_blocks_asked_for() -> None:
+    shallow = build_model(ModelSpec("cnn"), in_channels=1, num_classes=5, depth=2, width=8)
+    assert freezing.blocks_of(shallow) == [["stem"], ["layer1"]]
+    assert shallow.stem[0].out_channels == 8 and shallow.head[-1].in_features == 16
+    deep = build_model(ModelSpec("cnn"), in_channels=1, num_classes=5, depth=5)
+    assert len(freezing.blocks_of(deep)) == 5
+    assert deep(torch.randn(2, 1, 8, 8)).shape == (2, 5)  # 8x8 never pools to nothing
+
+
+def test_a_pretrained_backbone_keeps_its_first_k_blocks() -> None:
+    state = _checkpoint_state()
+    model = build_model(ModelSpec("cnn", weights=PRETRAINED), in_channels=1, num_classes=5,
+                        depth=2)
+    assert not hasattr(model, "layer2")
+    for key, value in model.state_dict().items():
+        if not key.startswith("head."):
+            assert torch.equal(value, state[key]), key
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 5)
+
+
+def test_a_torchvision_backbone_truncated_to_its_first_blocks() -> None:
+    model = build_model(ModelSpec("resnet18"), in_channels=3, num_classes=5, depth=3)
+    assert isinstance(model.layer3, nn.Identity) and isinstance(model.layer4, nn.Identity)
+    assert model.fc.in_features == 128  # layer2's channels
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+    mobile = build_model(ModelSpec("mobilenet_v3_small"), in_channels=3, num_classes=5, depth=4)
+    assert mobile(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+
+
+def test_a_model_function_gets_the_arguments_it_takes_and_refuses_the_rest() -> None:
+    model = build_model(ModelSpec("tests.usermodels:sized_cnn"), in_channels=1, num_classes=5,
+                        depth=2, width=4, dropout=0.1)
+    assert model.stem[0].out_channels == 4 and len(freezing.blocks_of(model)) == 2
+    with pytest.raises(UserError, match=r"^depth: model function tests.usermodels:"
+                                        r"recording_cnn takes no 'depth' argument"):
+        build_model(ModelSpec(RECORDING), in_channels=1, num_classes=5, depth=2)
+
+
+def test_depth_and_width_are_refused_where_the_model_cannot_take_them() -> None:
+    from search.training.trick import Context
+
+    with pytest.raises(UserError, match=r"^width: a pretrained backbone's width"):
+        TrainConfig(width=8).check(Context(pretrained=True, blocks=3))
+    with pytest.raises(UserError, match=r"^depth: the pretrained model has 3 blocks"):
+        TrainConfig(depth=4).check(Context(pretrained=True, blocks=3))
+    with pytest.raises(UserError, match=r"^depth: must keep the 2 frozen blocks"):
+        TrainConfig(depth=1, frozen_layers=2).check(Context(pretrained=True, blocks=3))
+    with pytest.raises(UserError, match=r"^depth: the model takes no depth argument"):
+        TrainConfig(depth=2).check(Context(model_kwargs=frozenset({"dropout"})))
+
+
+def test_depth_changes_what_trains_and_how_fast() -> None:
+    data = small_data()
+    full = train(TrainConfig(epochs=1), data, "cnn", device="cpu", warm=False)
+    short = train(TrainConfig(epochs=1, depth=1), data, "cnn", device="cpu", warm=False)
+    assert short.flops_per_sample < full.flops_per_sample / 2
+
+
+# -- TF32 and cuDNN autotuning ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("field", "flags"), [
+    ("tf32", lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)),
+    ("cudnn_benchmark", lambda: (torch.backends.cudnn.benchmark,)),
+])
+def test_gpu_switches_hold_for_the_run_only(field: str, flags: object) -> None:
+    before = flags()
+    with TrainConfig(**{field: True}).switches("cpu"):
+        assert all(flags())
+    assert flags() == before
+    with TrainConfig().switches("cpu"):
+        assert not any(flags())

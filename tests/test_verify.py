@@ -12,11 +12,11 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from search import frontier
-from search import verify as verifier
 from search.cli import cli
 from search.errors import UserError
-from search.verify import Verdict, flag
+from search.reviewing import frontier
+from search.reviewing import verify as verifier
+from search.reviewing.verify import Verdict, flag
 from tests import faultmodels as fm
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -172,7 +172,7 @@ def test_a_second_verify_reuses_the_stored_repeats(study_url: str, verified: lis
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("verify trained again although the repeats are stored")
 
-    monkeypatch.setattr("search.engine.train", no_training)
+    monkeypatch.setattr("search.training.engine.train", no_training)
     study = optuna.load_study(study_name="tiny", storage=study_url)
     again = verifier.verify(study, top=1, repeats=2, device="cpu")
     assert [(v.trial, v.repeats) for v in again] == [(v.trial, v.repeats) for v in verified]

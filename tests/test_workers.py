@@ -15,9 +15,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import recipe as recipes
-from search.storage import open_storage
-from search.study import open_study, plan_for
+from search.tuning import recipe as recipes
+from search.tuning.storage import open_storage
+from search.tuning.study import open_study, plan_for
 from tests import faultmodels as fm
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

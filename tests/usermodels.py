@@ -12,9 +12,9 @@ import functools
 import torch
 from torch import nn
 
-from search.data import Data, DataSpec
-from search.data import load as load_data
-from search.models import SmallCNN
+from search.training.data import Data, DataSpec
+from search.training.data import load as load_data
+from search.training.models import SmallCNN
 
 # Filled by the models below; tests clear them before a run.
 SEEN_DTYPES: list[torch.dtype] = []  # dtype of the first conv's output, one per forward
@@ -48,6 +48,33 @@ def recording_cnn(*, num_classes: int, in_channels: int, dropout: float) -> nn.M
 def recording_small_cnn(*, num_classes: int, in_channels: int, dropout: float) -> nn.Module:
     """Width 8: low precision is slow on CPUs without bf16/fp16 units."""
     return RecordingCNN(in_channels, num_classes, width=8, dropout=dropout)
+
+
+def sized_cnn(*, num_classes: int, in_channels: int, depth: int = 3, width: int = 32,
+              dropout: float = 0.0) -> nn.Module:
+    """A model function that takes depth and width (the architecture trick passes them)."""
+    return SmallCNN(in_channels, num_classes, depth=depth, width=width, dropout=dropout)
+
+
+SEEN: list[dict[str, object]] = []  # one record per training forward of ObservingCNN
+
+
+class ObservingCNN(SmallCNN):
+    """The built-in CNN (pretrained checkpoints fit) recording what each training forward saw."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            weight = self.layer1[0].weight  # 1-channel inputs look alike in either format
+            SEEN.append({"channels_last": weight.is_contiguous(memory_format=torch.channels_last)
+                         and not weight.is_contiguous(),
+                         "tf32": torch.backends.cuda.matmul.allow_tf32,
+                         "cudnn_benchmark": torch.backends.cudnn.benchmark,
+                         "batch": len(x)})
+        return super().forward(x)
+
+
+def observing_cnn(*, num_classes: int, in_channels: int, **kwargs: object) -> nn.Module:
+    return ObservingCNN(in_channels, num_classes, **kwargs)
 
 
 class OOMAfter(SmallCNN):

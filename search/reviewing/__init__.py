@@ -1,0 +1,1 @@
+"""Reviewing: what a study found (front, choices, export, verify, plots, report)."""

@@ -1,0 +1,92 @@
+"""Choosing one config from a study: by accuracy floor, time budget, knee, or number."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search.errors import UserError
+from search.reviewing import frontier
+
+
+def _existing(name: str, storage: str) -> optuna.storages.BaseStorage:
+    """The storage holding study ``name``; a name that is not there is a UserError listing
+    those that are."""
+    from search.tuning.storage import mask_url, open_storage
+
+    store = open_storage(storage, must_exist=True)
+    names = optuna.get_all_study_names(store)
+    if name not in names:
+        raise UserError(f"no study named {name!r} in {mask_url(storage)} "
+                        f"(studies: {', '.join(names) or 'none'})")
+    return store
+
+
+def load_study(name: str, storage: str) -> optuna.Study:
+    """An existing study."""
+    return optuna.load_study(study_name=name, storage=_existing(name, storage))
+
+
+def load_complete(name: str, storage: str) -> tuple[optuna.Study, list[FrozenTrial]]:
+    """An existing study and its COMPLETE trials, read from storage without the others.
+
+    ``study.get_trials(states=...)`` reads every trial and filters after; a large study is
+    mostly pruned trials, and reading only the complete ones is several times faster.
+    """
+    store = _existing(name, storage)
+    trials = store.get_all_trials(store.get_study_id_from_name(name), deepcopy=False,
+                                  states=(TrialState.COMPLETE,))
+    return optuna.load_study(study_name=name, storage=store), trials
+
+
+def device_of(trials: Sequence[FrozenTrial], device: str | None) -> tuple[str | None, str]:
+    """The device key to look at (default: the one with most feasible trials) and a note
+    when the trials come from several devices: fronts never mix hardware."""
+    keys = frontier.devices([t for t in trials if frontier.feasible(t)])
+    if device is not None and device not in keys:
+        raise UserError(f"--device-key: no completed trials on {device!r} "
+                        f"(devices: {', '.join(keys) or 'none'})")
+    chosen = device or (keys[0] if keys else None)
+    note = ""
+    if len(keys) > 1:
+        note = (f"note: this study holds trials from {len(keys)} devices; showing {chosen} "
+                f"only (others: {', '.join(k for k in keys if k != chosen)}; "
+                f"choose with --device-key)")
+    return chosen, note
+
+
+def choose(trials: Sequence[FrozenTrial], name: str, *, min_accuracy: float | None = None,
+           max_seconds: float | None = None, trial: int | None = None,
+           device: str | None = None, floor: float | None = None) -> FrozenTrial:
+    """The fastest trial reaching ``min_accuracy``, the most accurate within
+    ``max_seconds``, trial number ``trial``, or else the knee of the front, among the
+    ``trials`` of study ``name`` at or above the accuracy ``floor`` (a trial asked for by
+    number may be below it)."""
+    by_number = {t.number: t for t in trials}
+    if trial is not None:
+        if trial not in by_number or not frontier.feasible(by_number[trial]):
+            raise UserError(f"--trial: no completed trial {trial} in study {name!r}")
+        return by_number[trial]
+    pts = frontier.points(trials, device=device, floor=floor)
+    if not pts:
+        if floor is not None and frontier.points(trials, device=device):
+            raise UserError(f"study {name!r} has no completed trial at or above its accuracy "
+                            f"floor {floor:.4f} yet (pick one with --trial N)")
+        raise UserError(f"study {name!r} has no completed trials yet")
+    if min_accuracy is not None:
+        point = frontier.fastest_reaching(pts, min_accuracy)
+        if point is None:
+            best = max(p.accuracy for p in pts)
+            raise UserError(f"--min-accuracy: no trial reached {min_accuracy} "
+                            f"(best is {best:.4f})")
+    elif max_seconds is not None:
+        point = frontier.most_accurate_within(pts, max_seconds)
+        if point is None:
+            fastest = min(p.seconds for p in pts)
+            raise UserError(f"--max-seconds: no trial finished within {max_seconds}s "
+                            f"(fastest is {fastest:.3f}s)")
+    else:
+        point = frontier.knee(frontier.pareto_front(pts))
+    return by_number[point.number]

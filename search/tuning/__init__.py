@@ -1,0 +1,2 @@
+"""Tuning: a study of many trainings (recipe, space, objective, pruning, study, worker loop,
+storages)."""

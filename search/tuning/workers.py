@@ -1,0 +1,113 @@
+"""Several local workers: one process per device (or N CPU processes sharing the cores).
+
+The processes are ordinary ``search worker`` commands on one study, coordinated only by
+Optuna's storage (no home-made coordinator). SQLite cannot take several writing
+processes, so local parallel runs use a journal file or PostgreSQL. The parent shows
+the study's progress, forwards SIGTERM, and fails (and re-queues) the running trials of
+a worker that died without a word (a journal storage has no heartbeats).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from search.errors import UserError
+from search.tuning.storage import is_sqlite, retry_callback
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start the workers."""
+
+    devices: tuple[str, ...]  # one worker per entry
+    threads: int  # torch threads per worker
+
+
+def plan_launch(workers: int, devices: str | None, storage: str) -> Launch:
+    """Validate ``--workers`` / ``--devices`` against the storage and split the cores."""
+    names = tuple(d.strip() for d in devices.split(",") if d.strip()) if devices else ()
+    if names and workers not in (1, len(names)):
+        raise UserError(f"--workers {workers}: --devices names {len(names)} devices; one "
+                        f"worker runs per device")
+    count = len(names) or workers
+    if count > 1 and is_sqlite(storage):
+        raise UserError(f"--workers {count}: SQLite cannot take several writing processes; "
+                        f"use --storage journal:///studies/NAME.journal (a local journal "
+                        f"file) or a postgresql:// URL")
+    cores = os.cpu_count() or 1
+    return Launch(names or ("cpu" if count > 1 else "auto",) * count,
+                  max(1, cores // count) if not names else 0)
+
+
+def launch(study: optuna.Study, storage: str, launch_plan: Launch, *, trials: int | None,
+           timeout: float | None, progress: bool) -> list[int]:
+    """Start the workers, wait for them, and return their exit codes."""
+    from tqdm.auto import tqdm
+
+    procs = []
+    for device in launch_plan.devices:
+        cmd = [sys.executable, "-m", "search", "worker", study.study_name, "--storage", storage,
+               "--device", device, "--quiet"]
+        env = dict(os.environ)
+        if launch_plan.threads:
+            cmd += ["--threads", str(launch_plan.threads)]
+            env["OMP_NUM_THREADS"] = str(launch_plan.threads)
+        if trials is not None:
+            cmd += ["--trials", str(trials)]
+        if timeout is not None:
+            cmd += ["--timeout", str(timeout)]
+        procs.append(subprocess.Popen(cmd, env=env))
+    previous = signal.signal(signal.SIGTERM, lambda *_: _forward(procs, signal.SIGTERM))
+    bar = tqdm(total=trials, desc=f"trials ({len(procs)} workers)", unit="trial",
+               disable=not progress)
+    try:
+        while any(p.poll() is None for p in procs):
+            _show(study, bar)
+            time.sleep(1.0)
+        _show(study, bar)
+    except KeyboardInterrupt:
+        _forward(procs, signal.SIGINT)
+        for p in procs:
+            p.wait()
+        raise
+    finally:
+        bar.close()
+        signal.signal(signal.SIGTERM, previous)
+    for p in procs:
+        if p.returncode not in (0, 2, 130):  # killed without a chance to record its trial
+            fail_orphans(study, f"{os.uname().nodename}:{p.pid}")
+    return [p.returncode for p in procs]
+
+
+def fail_orphans(study: optuna.Study, worker: str) -> list[int]:
+    """Fail the RUNNING trials of a dead worker and re-queue their params (bounded)."""
+    failed = []
+    retry = retry_callback()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.user_attrs.get("worker") == worker:
+            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            retry(study, study._storage.get_trial(t._trial_id))
+            failed.append(t.number)
+    return failed
+
+
+def _forward(procs: list[subprocess.Popen], sig: int) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(sig)
+
+
+def _show(study: optuna.Study, bar) -> None:  # noqa: ANN001 - a tqdm bar
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    done = sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states)
+    bar.n = done
+    bar.set_postfix(running=states.count(TrialState.RUNNING),
+                    pruned=states.count(TrialState.PRUNED), failed=states.count(TrialState.FAIL))
