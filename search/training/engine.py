@@ -111,7 +111,7 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
     scheduler = config.build_scheduler(optimizer, steps)
     criterion = config.build_criterion()
     batch = config.build_batch(data.num_classes)
-    scaler = config.grad_scaler(dev)
+    scaler, autocast = config.grad_scaler(dev), config.autocast(dev)  # reused every step
     generator = torch.Generator().manual_seed(config.seed)
     divergence = Divergence(dev, DIVERGED_LOSS_FACTOR * math.log(max(2, data.num_classes)))
     fingerprint = timing.fingerprint(dev)
@@ -125,7 +125,7 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
         # Counting FLOPs runs the first batch (untimed) in the run's precision and layout,
         # so its kernels are warm for the timed loop: a batch too big fails here first.
         x0, y0 = next(data.train_batches(config.batch_size, torch.Generator().manual_seed(0)))
-        with config.autocast(dev):
+        with autocast:
             flops = timing.flops_per_sample(net, config.inputs(x0), y0, criterion)
         del x0, y0
         step_net = config.step_model(net)
@@ -135,7 +135,7 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
                 for x, y in data.train_batches(config.batch_size, generator):
                     x, target = batch(x, y)
                     for xs, ts, share in config.split(x, target):  # one, unless accumulating
-                        with config.autocast(dev):
+                        with autocast:
                             loss = criterion(step_net(xs), ts)
                         scaler.scale(loss * share if share != 1.0 else loss).backward()
                     scaler.step(optimizer)

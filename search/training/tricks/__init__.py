@@ -8,6 +8,7 @@ from what the modules declare.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 
@@ -36,11 +37,13 @@ for _trick in TRICKS:
         FIELDS[_field.name], OWNER[_field.name] = _field, _trick
 
 
-def playing(role: str) -> list[Trick]:
-    """The tricks that play ``role``, in order."""
-    return [t for t in TRICKS if getattr(t, role) is not None]
+@functools.cache
+def playing(role: str) -> tuple[Trick, ...]:
+    """The tricks that play ``role``, in order (looked up once: loops call this per step)."""
+    return tuple(t for t in TRICKS if getattr(t, role) is not None)
 
 
+@functools.cache
 def the(role: str) -> Trick:
     """The one trick that plays ``role`` (the optimizer, the criterion, ...)."""
     players = playing(role)
