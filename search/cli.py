@@ -85,15 +85,14 @@ def train(study: str, sets: tuple[str, ...], config_file: str | None, device: st
         raise
 
     from search.reviewing.report import fmt_accuracy
-    from search.training.engine import train as run_training
 
     def progress(epoch: int, acc: float, loss: float, seconds: float) -> None:
         if not quiet and not as_json:
+            lost = f"val_loss {loss:.4f}  " if loss == loss else ""  # a trainer may give none
             click.echo(f"  epoch {epoch:3d}/{config.train_epochs}  val_acc {acc:.4f}  "
-                       f"val_loss {loss:.4f}  train {seconds:7.2f}s", err=True)
+                       f"{lost}train {seconds:7.2f}s", err=True)
 
-    result = run_training(config, rec.data_spec(), rec.model_spec(), device=device,
-                          callback=progress)
+    result = rec.train_one(config, device=device, callback=progress)
     summary = {"accuracy": result.accuracy, "test_accuracy": result.test_accuracy,
                "seconds": result.seconds,
                "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
@@ -111,8 +110,10 @@ def train(study: str, sets: tuple[str, ...], config_file: str | None, device: st
                    f"in {result.seconds:.2f}s "
                    f"(best epoch {result.best_epoch} of {result.epochs_run}), "
                    f"outcome {result.outcome}" + (f": {result.reason}" if result.reason else ""))
-        click.echo(f"{result.samples_per_second:,.0f} samples/s, "
-                   f"{result.flops_per_second / 1e9:.1f} GFLOP/s on {result.device['key']}")
+        rate = (f"{result.samples_per_second:,.0f} samples/s, "
+                f"{result.flops_per_second / 1e9:.1f} GFLOP/s on " if result.samples_per_second
+                else "")  # a user's trainer counts neither
+        click.echo(f"{rate}{result.device['key']}")
     if result.outcome in ("diverged", "oom"):
         sys.exit(1)
 

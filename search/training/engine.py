@@ -1,8 +1,10 @@
 """The training engine: ``train(config, data, model) -> TrainResult``.
 
-One short loop. Everything (model, optimizer, schedule, loss, batch transform, precision)
-is built before it from the config's building blocks, the ones a user's loop imports; the
-loop only steps. See ``search/training/timing.py`` for what the seconds include.
+One short loop: the built-in trainer, on the same run API a user's own trainer gets
+(``search/training/run.py``: its timed region, its reports). Everything (model,
+optimizer, schedule, loss, batch transform, precision) is built before the loop from the
+config's building blocks, the ones a user's loop imports; the loop only steps. See
+``search/training/timing.py`` for what the seconds include.
 """
 
 from __future__ import annotations
@@ -10,9 +12,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import torch
 
@@ -22,46 +21,17 @@ from search.training.config import TrainConfig
 from search.training.data import Data, DataSpec
 from search.training.data import load as load_data
 from search.training.models import ModelSpec
+from search.training.run import Decide, Diverged, Run, Stop, TrainResult, result_of
 from search.training.trick import Context
-
-# (epoch, val_accuracy, val_loss, train_seconds so far) -> a reason to stop, or None.
-EpochCallback = Callable[[int, float, float, float], "str | bool | None"]
 
 # A training loss this many times chance level (ln C) counts as divergence: with BatchNorm a
 # huge lr can blow the loss up by orders of magnitude and still stay finite.
 DIVERGED_LOSS_FACTOR = 1000.0
 
 
-@dataclass
-class TrainResult:
-    """The measurement record of one training run."""
-
-    outcome: str  # completed | early-stopped | pruned | diverged | oom
-    reason: str
-    epochs_run: int
-    best_epoch: int  # 1-based epoch of the best validation accuracy (0: none)
-    accuracy: float  # best validation accuracy
-    seconds: float  # train seconds up to the end of best_epoch: the reported point
-    final_accuracy: float
-    train_seconds: float  # all train seconds spent, including epochs after the best
-    eval_seconds: float
-    samples_per_second: float
-    flops_per_sample: float  # forward + backward FLOPs per training example
-    flops_per_second: float  # achieved: flops_per_sample * samples trained / train_seconds
-    device: dict[str, Any]
-    curve: list[dict[str, float]] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
-    # Accuracy on the test split at best_epoch (None without one); never used for selection.
-    test_accuracy: float | None = None
-    tricks: dict[str, Any] = field(default_factory=dict)  # what tricks did (compile: its stats)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def train(config: TrainConfig, data: Data | DataSpec | str = "digits",
           model: ModelSpec | str = "cnn", *, device: str | torch.device = "auto",
-          callback: EpochCallback | None = None, warm: bool = True) -> TrainResult:
+          callback: Decide | None = None, warm: bool = True) -> TrainResult:
     """Train ``model`` on ``data`` with ``config``; never raises for divergence or OOM.
 
     ``callback`` is called after every epoch with (epoch, val_accuracy, val_loss,
@@ -105,7 +75,7 @@ def context(spec: ModelSpec, data: Data, net: torch.nn.Module | None = None,
 
 
 def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.device,
-         callback: EpochCallback | None) -> TrainResult:
+         callback: Decide | None) -> TrainResult:
     steps = data.steps_per_epoch(config.batch_size)
     optimizer = config.build_optimizer(net)
     scheduler = config.build_scheduler(optimizer, steps)
@@ -114,12 +84,9 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
     scaler, autocast = config.grad_scaler(dev), config.autocast(dev)  # reused every step
     generator = torch.Generator().manual_seed(config.seed)
     divergence = Divergence(dev, DIVERGED_LOSS_FACTOR * math.log(max(2, data.num_classes)))
-    fingerprint = timing.fingerprint(dev)
 
-    clock, eval_clock = timing.Stopwatch(dev), timing.Stopwatch(dev)
-    curve: list[dict[str, float]] = []
+    run, eval_clock = Run(config, dev, decide=callback), timing.Stopwatch(dev)
     outcome, reason, samples, flops = "completed", "", 0, 0.0
-    best_acc, best_epoch, best_seconds = -1.0, 0, 0.0
     test_acc, step_net, best_state = None, net, None
     try:
         # Counting FLOPs runs the first batch (untimed) in the run's precision and layout,
@@ -131,7 +98,7 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
         step_net = config.step_model(net)
         for epoch in range(1, config.train_epochs + 1):
             net.train()
-            with clock:
+            with run.timed():
                 for x, y in data.train_batches(config.batch_size, generator):
                     x, target = batch(x, y)
                     for xs, ts, share in config.split(x, target):  # one, unless accumulating
@@ -152,41 +119,27 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
                 break
             with eval_clock:
                 acc, val_loss = evaluate(step_net, data, config, dev)
-            curve.append({"epoch": epoch, "seconds": clock.seconds, "accuracy": acc,
-                          "loss": val_loss})
-            if not math.isfinite(val_loss):
-                outcome, reason = "diverged", f"non-finite validation loss in epoch {epoch}"
-                break
-            if acc > best_acc:
-                best_acc, best_epoch, best_seconds = acc, epoch, clock.seconds
-                if "test" in data.splits:  # the reported point's weights, for its test
-                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            stop = callback(epoch, acc, val_loss, clock.seconds) if callback else None
-            if stop:
-                outcome = "pruned"
-                reason = stop if isinstance(stop, str) else f"stopped by callback at epoch {epoch}"
-                break
-            if early := config.stop(curve):
+            best = run.best()
+            if "test" in data.splits and math.isfinite(val_loss) and (
+                    best < 0 or acc > run.curve[best]["accuracy"]):
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            run.report(acc, epoch, loss=val_loss)  # the study decides: Stop ends the run
+            if early := config.stop(run.curve):
                 outcome, reason = "early-stopped", early
                 break
-        if best_state is not None:  # untimed, once: the test accuracy of the reported point
-            net.load_state_dict(best_state)
-            test_acc = evaluate(step_net, data, config, dev, "test")[0]
+    except Diverged as e:
+        outcome, reason = "diverged", str(e)
+    except Stop as e:
+        outcome, reason = "pruned", str(e)
     except torch.OutOfMemoryError as e:
         # What the step held is released with this frame; train() then collects and
         # empties the CUDA cache before the next trial.
         outcome, reason = "oom", f"out of memory: {str(e).splitlines()[0][:200]}"
-
-    return TrainResult(
-        outcome=outcome, reason=reason, epochs_run=len(curve), best_epoch=best_epoch,
-        accuracy=max(best_acc, 0.0), seconds=best_seconds,
-        final_accuracy=curve[-1]["accuracy"] if curve else 0.0,
-        train_seconds=clock.seconds, eval_seconds=eval_clock.seconds,
-        samples_per_second=samples / clock.seconds if clock.seconds else 0.0,
-        flops_per_sample=flops,
-        flops_per_second=flops * samples / clock.seconds if clock.seconds else 0.0,
-        device=fingerprint, curve=curve, config=config.to_dict(), test_accuracy=test_acc,
-        tricks=config.records())
+    if best_state is not None and outcome != "oom":  # untimed, once: the reported point's
+        net.load_state_dict(best_state)
+        test_acc = evaluate(step_net, data, config, dev, "test")[0]
+    return result_of(run, outcome, reason, test=test_acc, eval_seconds=eval_clock.seconds,
+                     samples=samples, flops=flops, tricks=config.records())
 
 
 class Divergence:

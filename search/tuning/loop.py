@@ -68,14 +68,15 @@ def work(study: optuna.Study, plan: Plan, *, trials: int | None = None,
     trials = trials if trials is not None else budget.get("trials")
     timeout = timeout if timeout is not None else budget.get("timeout")
     dev = resolve_device(device)
-    data = load_data(plan.data)
+    data = load_data(plan.data) if plan.trainer is None else None
     bar = Progress(total=trials, enabled=progress)
     bar.study_bar.update(min(finished_count(study), trials or 0))
     objective = Objective(space=plan.space, base=plan.base, data=data, model=plan.model,
                           device=dev, objective=plan.objective,
                           target=plan.content.get("target"), pruner=plan.pruner(),
                           floor=plan.floor, budget=trials,
-                          worker=worker_id(), on_epoch=bar.on_epoch, context=plan.context)
+                          worker=worker_id(), on_epoch=bar.on_epoch, context=plan.context,
+                          trainer=plan.trainer)
     reaper = _Reaper(study)
     previous = signal.getsignal(signal.SIGTERM)
     in_main = threading.current_thread() is threading.main_thread()

@@ -38,6 +38,7 @@ from search.errors import UserError
 from search.outcomes import FINISHED, INFEASIBLE
 from search.training.config import TrainConfig
 from search.training.engine import TrainResult, train
+from search.training.run import run_trainer
 from search.tuning.floor import BASELINE_ATTR, Floor, baseline_accuracy, baseline_trial
 from search.tuning.pruning import ParetoSuccessiveHalving
 from search.tuning.space import Space
@@ -102,6 +103,7 @@ class Objective:
     worker: str = ""
     on_epoch: Callable[[optuna.trial.Trial, TrainConfig, int, float, float], None] | None = None
     context: Any = None  # search.training.trick.Context: what a sampled config must fit
+    trainer: Any = None  # a user's trainer (search/training/run.py); None: the engine
 
     def __post_init__(self) -> None:
         from search.training.timing import fingerprint
@@ -148,8 +150,12 @@ class Objective:
             return None
 
         try:
-            result = train(config, self.data, self.model, device=self.device,
-                           callback=callback)
+            if self.trainer is None:
+                result = train(config, self.data, self.model, device=self.device,
+                               callback=callback)
+            else:
+                result = run_trainer(self.trainer, config, device=self.device,
+                                     params=self.space.extras(trial), decide=callback)
         except KeyboardInterrupt as e:  # SIGINT, or SIGTERM turned into one by the worker
             trial.set_user_attr("outcome", "interrupted")
             trial.set_user_attr("reason", f"interrupted by {str(e) or 'SIGINT'} after "

@@ -24,7 +24,7 @@ PRUNERS = ("pareto-sha", "none", "median", "successive-halving", "hyperband", "w
 
 _KEYS = {"name", "description", "data", "model", "space", "epochs", "objective", "target",
          "floor", "trials", "timeout", "sampler", "pruner", "seed", "storage", "baseline",
-         "probes"}
+         "probes", "train"}
 _DATA_KEYS = {"name", "classes", "data_dir", "download", "val_fraction", "test_fraction",
               "split_seed", "image_size", "size", "flip_invariant"}
 _MODEL_KEYS = {"name", "weights", "width"}
@@ -52,10 +52,28 @@ class Recipe:
     probes: bool = True  # after the baseline, the baseline with one speed-up trick each
     description: str = ""
     floor: dict[str, float] | str = field(default_factory=lambda: dict(floors.DEFAULT))
+    train: str | None = None  # module:function, a user's trainer (search/training/run.py)
 
     def baseline_config(self):  # noqa: ANN201 - a TrainConfig, imported lazily (torch)
         """The baseline's TrainConfig: its fields over the recipe's schedule length."""
-        return baseline_config(self.baseline, self.epochs, f"{self.path}: baseline")
+        baseline = self.baseline if not self.train else _config_keys(self.baseline)
+        return baseline_config(baseline, self.epochs, f"{self.path}: baseline")
+
+    def train_one(self, config: Any, *, device: str = "auto", callback: Any = None) -> Any:
+        """Train ``config`` once on this recipe's task: with its data and model through the
+        engine, or through its own trainer (``train:``, with the baseline's params)."""
+        if not self.train:
+            from search.training.engine import train
+
+            return train(config, self.data_spec(), self.model_spec(), device=device,
+                         callback=callback)
+        from search.references import load_callable
+        from search.training.config import TrainConfig
+        from search.training.run import run_trainer
+
+        params = {k: v for k, v in self.baseline.items() if k not in TrainConfig.fields()}
+        return run_trainer(load_callable(self.train, "train"), config, device=device,
+                           params=params, decide=callback)
 
     def data_spec(self):  # noqa: ANN201 - search.training.data.DataSpec, imported lazily (torch)
         from search.training.data import DataSpec
@@ -76,7 +94,8 @@ class Recipe:
         return {"name": self.name, "data": self.data, "model": self.model, "space": space,
                 "epochs": self.epochs, "objective": self.objective, "target": self.target,
                 "floor": self.floor, "sampler": self.sampler, "pruner": self.pruner,
-                "seed": self.seed, "baseline": self.baseline, "probes": self.probes}
+                "seed": self.seed, "baseline": self.baseline, "probes": self.probes,
+                **({"train": self.train} if self.train else {})}
 
     def hash(self) -> str:
         blob = json.dumps(self.content(), sort_keys=True, default=str).encode()
@@ -96,6 +115,14 @@ def load(path: str | Path) -> Recipe:
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         raise err("name", "must be a non-empty string")
+    train = raw.get("train")
+    if train is not None:
+        if not isinstance(train, str) or ":" not in train:
+            raise err("train", "must name a trainer function as module:function")
+        for key in ("data", "model"):
+            if key in raw:
+                raise UserError(f"{key}: a recipe with `train:` leaves data and model to its "
+                                f"trainer ({train}); remove {key}", source=src)
     data = _section(raw, "data", _DATA_KEYS, src, default={"name": "digits"})
     model = _section(raw, "model", _MODEL_KEYS, src, default={"name": "cnn"})
     _check_values(data, _DATA_CHECKS, "data", src)
@@ -162,13 +189,14 @@ def load(path: str | Path) -> Recipe:
     baseline = raw.get("baseline") or {}
     if not isinstance(baseline, dict):
         raise err("baseline", "must be a mapping of training configuration fields")
-    baseline_config(baseline, epochs, f"{src}: baseline")
+    baseline_config(baseline if train is None else _config_keys(baseline), epochs,
+                    f"{src}: baseline")
     description = raw.get("description", "")
     return Recipe(path=path, name=name, data=data, model=model, space=space_path,
                   epochs=epochs, objective=objective, target=target, trials=trials,
                   timeout=timeout, sampler=sampler, pruner=pruner, seed=seed, storage=storage,
                   baseline=baseline, description=str(description), floor=floor,
-                  probes=probes)
+                  probes=probes, train=train)
 
 
 def _section(raw: dict[str, Any], key: str, allowed: set[str], src: str,
@@ -231,3 +259,10 @@ def baseline_config(baseline: dict[str, Any], epochs: int, source: str) -> Any:
     from search.training.config import TrainConfig
 
     return TrainConfig.from_mapping({"epochs": epochs, **baseline}, source=source)
+
+
+def _config_keys(baseline: dict[str, Any]) -> dict[str, Any]:
+    """A trainer recipe's baseline without its extra params (the space's own dimensions)."""
+    from search.training.config import TrainConfig
+
+    return {k: v for k, v in baseline.items() if k in TrainConfig.fields()}

@@ -28,7 +28,7 @@ import optuna
 from search.errors import UserError
 from search.files import read_mapping
 from search.training.config import TrainConfig
-from search.training.trick import Context
+from search.training.trick import Context, Field, number
 from search.training.tricks import FIELDS, TRICKS
 
 _SPEC_KEYS = {"choices", "low", "high", "log", "step", "value", "when", "optional"}
@@ -47,13 +47,15 @@ class Dimension:
     step: float | int | None = None
     when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     optional: bool = False
+    sample: str = "float"  # a range's kind: "int" or "float" (the field's, see trick.py)
+    extra: bool = False  # not a config field: a param of a user's trainer (``run.params``)
 
     @property
     def kind(self) -> str:
         if self.choices:
             return "categorical"
         if self.low is not None:
-            return "int" if FIELDS[self.name].sample == "int" else "float"
+            return "int" if self.sample == "int" else "float"
         return "fixed"
 
 
@@ -68,7 +70,8 @@ class Space:
         """Sample one configuration: the space's fields over ``base`` (the baseline)."""
         chosen: dict[str, Any] = {}
         for dim in self.dimensions:
-            if not all(chosen.get(k, getattr(base, k)) in vals for k, vals in dim.when):
+            if dim.extra or not all(chosen.get(k, getattr(base, k)) in vals
+                                    for k, vals in dim.when):
                 continue
             if dim.optional and not trial.suggest_categorical(f"use_{dim.name}", [False, True]):
                 continue
@@ -80,12 +83,22 @@ class Space:
                 trick.sampled(chosen, base)
         return base.replace(**chosen)
 
-    def params_of(self, config: TrainConfig) -> dict[str, Any]:
+    def extras(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
+        """Sample the params that are not config fields (a user's trainer's own)."""
+        return {dim.name: _suggest(trial, dim) for dim in self.dimensions if dim.extra}
+
+    def params_of(self, config: TrainConfig, extras: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
         """Optuna params that make ``suggest`` reproduce ``config`` where the space allows
         (for enqueueing the baseline); values outside a dimension's range are left out."""
         out: dict[str, Any] = {}
         off = TrainConfig()
         for dim in self.dimensions:
+            if dim.extra:
+                if dim.kind != "fixed" and extras and dim.name in extras \
+                        and extras[dim.name] in _Values(dim):
+                    out[dim.name] = extras[dim.name]
+                continue
             field = FIELDS[dim.name]
             value = getattr(config, dim.name)
             if dim.kind == "fixed" or not all(getattr(config, k) in v for k, v in dim.when):
@@ -105,8 +118,8 @@ class Space:
                 out[dim.name] = value
         return out
 
-    def probes(self, base: TrainConfig, ctx: Context | None = None
-               ) -> list[tuple[str, dict[str, Any]]]:
+    def probes(self, base: TrainConfig, ctx: Context | None = None,
+               extras: dict[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]]:
         """The baseline with one speed-up trick each, where the space searches that trick:
         (label, Optuna params) per probe, to enqueue right after the baseline.
 
@@ -118,7 +131,7 @@ class Space:
         values = {d.name: _Values(d) for d in self.dimensions if d.kind != "fixed"}
         changes = [change for trick in TRICKS if trick.probes
                    for change in trick.probes(base, values)]
-        out, seen = [], [self.params_of(base)]
+        out, seen = [], [self.params_of(base, extras)]
         for change in changes:
             try:
                 probe = base.replace(**change)
@@ -126,7 +139,7 @@ class Space:
                     probe.check(ctx)
             except UserError:
                 continue
-            params = self.params_of(probe)
+            params = self.params_of(probe, extras)
             name, value = next(iter(change.items()))
             if params.get(name) == value and params not in seen:
                 seen.append(params)
@@ -137,6 +150,8 @@ class Space:
         """Refuse, at recipe load, a value the space can sample that the model or data
         cannot take (each dimension's choices, or its range's ends, on the baseline)."""
         for dim in self.dimensions:
+            if dim.extra:
+                continue
             for value in _Values(dim).ends():
                 if FIELDS[dim.name].decode and isinstance(value, str):
                     value = FIELDS[dim.name].decode(value)
@@ -185,6 +200,22 @@ def _suggest(trial: optuna.trial.BaseTrial, dim: Dimension) -> Any:
     return trial.suggest_float(dim.name, dim.low, dim.high, step=dim.step, log=dim.log)
 
 
+def _extra_field(name: str, spec: dict[str, Any]) -> Field:
+    """A trainer's own param: a number range (int when both ends are), or scalar choices."""
+    if "low" in spec:
+        ints = all(isinstance(spec.get(k), int) and not isinstance(spec.get(k), bool)
+                   for k in ("low", "high"))
+        return Field(name, "Any", None, number(-math.inf, integer=ints), "",
+                     sample="int" if ints else "float")
+    return Field(name, "Any", None, _scalar, "")
+
+
+def _scalar(v: Any) -> Any:
+    if not isinstance(v, (str, int, float, bool)):
+        raise TypeError("must be a number, a string or true/false")
+    return v
+
+
 class _Values:
     """The values a dimension can sample: ``in`` tests membership; iterating gives its
     choices (a range gives none: too many)."""
@@ -223,14 +254,18 @@ def load(path: str | Path, *, max_blocks: int | None = None) -> Space:
 
 
 def parse(raw: dict[str, Any], *, source: str, path: Path | None = None,
-          max_blocks: int | None = None, base: TrainConfig | None = None) -> Space:
-    """Validate a space mapping; ``base`` (the baseline) fills the fields it leaves fixed."""
+          max_blocks: int | None = None, base: TrainConfig | None = None,
+          extras: bool = False) -> Space:
+    """Validate a space mapping; ``base`` (the baseline) fills the fields it leaves fixed.
+    ``extras``: names that are not config fields are a user trainer's own params."""
     fields = TrainConfig.fields()
     dims = []
     seen: list[str] = []
     for name, spec in raw.items():
-        if name not in fields:
+        if name not in fields and not extras:
             raise UserError(f"{name}: unknown field (valid: {', '.join(fields)})", source=source)
+        if not isinstance(name, str) or not name.isidentifier():
+            raise UserError(f"{name}: a param name must be an identifier", source=source)
         dims.append(_dimension(name, spec, source, seen, max_blocks))
         seen.append(name)
     space = Space(path=path, dimensions=tuple(dims))
@@ -255,7 +290,7 @@ def _dimension(name: str, spec: Any, source: str, seen: list[str],
     for key in spec:
         if key not in _SPEC_KEYS:
             raise fail(key, f"unknown key (valid: {', '.join(sorted(_SPEC_KEYS))})", spec[key])
-    field = FIELDS[name]
+    field = FIELDS.get(name) or _extra_field(name, spec)
 
     def valid(key: str, value: Any) -> Any:
         try:
@@ -264,6 +299,8 @@ def _dimension(name: str, spec: Any, source: str, seen: list[str],
             raise fail(key, str(e), value) from None
 
     when = _when(spec.get("when"), name, source, seen)
+    if when and name not in FIELDS:
+        raise fail("when", "a trainer's own param is always sampled: no condition", spec["when"])
     optional = spec.get("optional", False)
     if not isinstance(optional, bool):
         raise fail("optional", "must be true or false", optional)
@@ -280,7 +317,7 @@ def _dimension(name: str, spec: Any, source: str, seen: list[str],
     if "value" in spec:
         value = valid("value", spec["value"])
         blocks("value", value)
-        return Dimension(name, value=value, when=when)
+        return Dimension(name, value=value, when=when, extra=name not in FIELDS)
     if "choices" in spec:
         choices = spec["choices"]
         if not isinstance(choices, list) or not choices:
@@ -289,7 +326,8 @@ def _dimension(name: str, spec: Any, source: str, seen: list[str],
             blocks("choices", valid("choices", c))
         if field.encode:  # Optuna categoricals hold scalars
             choices = [field.encode(valid("choices", c)) for c in choices]
-        return Dimension(name, choices=tuple(choices), when=when, optional=optional)
+        return Dimension(name, choices=tuple(choices), when=when, optional=optional,
+                         extra=name not in FIELDS)
     low, high = spec.get("low"), spec.get("high")
     if high == "max" and field.max_blocks:
         if max_blocks is None:
@@ -318,7 +356,8 @@ def _dimension(name: str, spec: Any, source: str, seen: list[str],
             raise fail("step", "cannot be combined with log", step)
         if field.sample == "int" and (not isinstance(step, int) or isinstance(step, bool)):
             raise fail("step", "must be an integer for an integer field", step)
-    return Dimension(name, low=low, high=high, log=log, step=step, when=when, optional=optional)
+    return Dimension(name, low=low, high=high, log=log, step=step, when=when, optional=optional,
+                     sample=field.sample, extra=name not in FIELDS)
 
 
 def _when(raw: Any, name: str, source: str, seen: list[str]

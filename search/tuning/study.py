@@ -9,7 +9,7 @@ or pruned) trials across all workers and runs; ``search/tuning/loop.py`` runs th
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -56,6 +56,8 @@ class Plan:
     data: Any  # search.training.data.DataSpec
     model: Any  # search.training.models.ModelSpec
     context: Any = None  # search.training.trick.Context: what configs are checked against
+    trainer: Any = None  # a user's trainer function (recipe ``train:``), else the engine
+    extras: dict[str, Any] = field(default_factory=dict)  # the baseline's trainer params
 
     @property
     def objective(self) -> str:
@@ -84,6 +86,8 @@ class Plan:
         from search.training.models import ModelSpec
         from search.tuning import space as spaces
 
+        if content.get("train"):
+            return cls._of_trainer(content, source=source)
         section = dict(content["data"])
         if section.get("classes") is not None:
             section["classes"] = tuple(section["classes"])
@@ -111,6 +115,36 @@ class Plan:
                             f"({loaded.train_size}), got {base.batch_size}", source=source)
         make_pruner(content["pruner"])
         return cls(content["name"], content, space, base, data, model, ctx)
+
+    @classmethod
+    def _of_trainer(cls, content: dict[str, Any], *, source: str) -> Plan:
+        """A recipe whose ``train:`` names a user's trainer: no data or model to load; the
+        space may hold the trainer's own params, and the baseline their trial-0 values."""
+        from search.references import load_callable
+        from search.training.config import TrainConfig
+        from search.tuning import space as spaces
+
+        trainer = load_callable(content["train"], "train")
+        fields = TrainConfig.fields()
+        given = content["baseline"]
+        base = TrainConfig.from_mapping(
+            {"epochs": content["epochs"], **{k: v for k, v in given.items() if k in fields}},
+            source=f"{source}: baseline")
+        text = content.get("space")
+        raw = load_yaml(text) if text else None
+        if raw is not None and not isinstance(raw, dict):
+            raise UserError(f"space: expected a mapping, got a {type(raw).__name__}",
+                            source=source)
+        space = (spaces.parse(raw, source=f"{source}: space", base=base, extras=True)
+                 if raw else spaces.Space(None, ()))
+        params = {d.name for d in space.dimensions if d.extra}
+        extras = {k: v for k, v in given.items() if k not in fields}
+        for key in extras:
+            if key not in params:
+                raise UserError(f"baseline.{key}: neither a config field nor a param of the "
+                                f"space, got {extras[key]!r}", source=source)
+        make_pruner(content["pruner"])
+        return cls(content["name"], content, space, base, None, None, None, trainer, extras)
 
     def sampler(self, name: str | None = None, seed: int | None = None
                 ) -> optuna.samplers.BaseSampler:
@@ -175,10 +209,11 @@ def open_study(recipe: Recipe, plan: Plan, *, storage: str | None = None,
 def enqueue_start(study: optuna.Study, plan: Plan) -> None:
     """Queue the study's first trials: the baseline (trial 0), then its probes (the
     baseline with one speed-up trick each, ``Space.probes``), labelled ``probe``."""
-    study.enqueue_trial(plan.space.params_of(plan.base), user_attrs={BASELINE_ATTR: True})
+    study.enqueue_trial(plan.space.params_of(plan.base, plan.extras),
+                        user_attrs={BASELINE_ATTR: True})
     if not plan.content.get("probes", True):
         return
-    for label, params in plan.space.probes(plan.base, plan.context):
+    for label, params in plan.space.probes(plan.base, plan.context, plan.extras):
         study.enqueue_trial(params, user_attrs={PROBE_ATTR: label})
 
 

@@ -1,0 +1,146 @@
+"""Your own loop, searched: the run API and recipes that name a trainer (``train:``)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from search.cli import cli
+from search.training.config import TrainConfig
+from search.training.run import Run, Stop, run_trainer
+from tests import usertrainers
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACE = {"optimizer": {"choices": ["sgd", "adam"]}, "lr": {"low": 1e-3, "high": 0.3, "log": True},
+         "epochs": {"low": 2, "high": 6}, "width_units": {"choices": [4, 8, 32]}}
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _recipe(tmp: Path, trainer: str = "tests.usertrainers:linear", **fields: Any) -> Path:
+    (tmp / "space.yaml").write_text(yaml.safe_dump(fields.pop("space", SPACE)))
+    content = {"name": "own", "train": trainer, "space": "space.yaml", "epochs": 6,
+               "trials": 10, "seed": 0, "storage": f"sqlite:///{tmp / 'own.db'}",
+               "baseline": {"optimizer": "adam", "lr": 0.01, "batch_size": 32,
+                            "width_units": 8}, **fields}
+    path = tmp / "own.yaml"
+    path.write_text(yaml.safe_dump(content))
+    return path
+
+
+def _invoke(*args: str) -> Any:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+# -- the run API -------------------------------------------------------------------------
+
+
+def test_a_report_records_the_point_and_lets_the_study_stop_the_run() -> None:
+    asked: list[tuple[int, float]] = []
+
+    def decide(step: int, value: float, loss: float, seconds: float) -> str | None:
+        asked.append((step, value))
+        return "enough" if step == 2 else None
+
+    run = Run(TrainConfig(), torch.device("cpu"), params={"h": 3}, decide=decide)
+    with run.timed():
+        sum(range(10_000))
+    run.report(0.5)
+    assert run.curve[0]["epoch"] == 1 and run.curve[0]["seconds"] == run.seconds > 0
+    with pytest.raises(Stop, match="enough"):
+        run.report(0.7)
+    assert asked == [(1, 0.5), (2, 0.7)] and run.best() == 1 and run.params == {"h": 3}
+
+
+def test_run_trainer_measures_a_users_loop() -> None:
+    result = run_trainer(usertrainers.linear, TrainConfig(epochs=3, lr=0.05), device="cpu",
+                         params={"width_units": 4}, warm=False)
+    assert result.outcome == "completed" and result.epochs_run == 3
+    assert result.accuracy == max(p["accuracy"] for p in result.curve) > 0.5
+    assert 0 < result.seconds <= result.train_seconds
+    assert result.test_accuracy is not None
+
+
+def test_a_stopped_a_diverged_and_a_silent_trainer() -> None:
+    stopped = run_trainer(usertrainers.linear, TrainConfig(epochs=4), device="cpu",
+                          decide=lambda step, *_: step == 2 and "pruned here", warm=False)
+    assert (stopped.outcome, stopped.reason, stopped.epochs_run) == ("pruned", "pruned here", 2)
+    diverged = run_trainer(usertrainers.nan_after_one, TrainConfig(), device="cpu", warm=False)
+    assert diverged.outcome == "diverged" and diverged.accuracy == 0.5
+    assert math.isnan(diverged.final_accuracy)
+    with pytest.raises(RuntimeError, match="without calling run.report"):
+        run_trainer(usertrainers.silent, TrainConfig(), device="cpu", warm=False)
+
+
+# -- a study of a user's trainer ---------------------------------------------------------
+
+
+def test_a_trainer_recipe_is_searched_with_pruning_and_reviewed(tmp_path: Path) -> None:
+    path = _recipe(tmp_path)
+    out = _invoke("run", str(path), "--quiet", "--json")
+    assert out.exit_code == 0, out.output
+    study = optuna.load_study(study_name="own", storage=f"sqlite:///{tmp_path / 'own.db'}")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 10
+    assert done[0].params["width_units"] == 8  # the baseline's own param, enqueued
+    assert {t.params.get("width_units") for t in done} <= {4, 8, 32}
+    assert any(t.user_attrs["outcome"] == "pruned" for t in done)  # our pruner judged them
+    for t in done:
+        assert 0 <= t.values[0] <= 1 and t.values[1] > 0
+        if t.user_attrs["outcome"] == "completed":  # returned: a stopped run has none
+            assert t.user_attrs["result"]["test_accuracy"] is not None
+    for command in (["status", "own"], ["best", "own", "--json"], ["pareto", "own", "-o",
+                                                                 str(tmp_path / "p.html")]):
+        shown = _invoke(*command, "--storage", f"sqlite:///{tmp_path / 'own.db'}")
+        assert shown.exit_code == 0, shown.output
+    best = json.loads(_invoke("best", "own", "--json", "--storage",
+                              f"sqlite:///{tmp_path / 'own.db'}").output)
+    assert best["params"]["epochs"] >= best["params"]["stop_after"]
+
+
+def test_a_trainer_that_raises_fails_its_trial_and_the_study_goes_on(tmp_path: Path) -> None:
+    path = _recipe(tmp_path, "tests.usertrainers:fails_on_wide",
+                   space={**SPACE, "width_units": {"choices": [8, 32]}}, trials=8)
+    out = _invoke("run", str(path), "--quiet")
+    assert out.exit_code == 0, out.output
+    study = optuna.load_study(study_name="own", storage=f"sqlite:///{tmp_path / 'own.db'}")
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert failed and all(t.user_attrs["outcome"] == "error" for t in failed)
+    assert "no wide models here" in failed[0].user_attrs["traceback"]
+    assert any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+@pytest.mark.parametrize(("trainer", "fields", "names"), [
+    ("tests.nowhere:train", {}, ["train", "tests.nowhere"]),
+    ("tests.usertrainers:missing", {}, ["train", "missing"]),
+    ("no colon", {}, ["train", "module:function"]),
+    ("tests.usertrainers:linear", {"data": {"name": "digits"}}, ["data", "train"]),
+    ("tests.usertrainers:linear", {"baseline": {"depth_units": 3}}, ["baseline.depth_units"]),
+])
+def test_a_bad_trainer_recipe_is_one_line(tmp_path: Path, trainer: str, fields: dict,
+                                          names: list[str]) -> None:
+    out = CliRunner().invoke(cli, ["run", str(_recipe(tmp_path, trainer, **fields)),
+                                   "--quiet"])
+    assert out.exit_code == 2, out.output
+    lines = out.output.strip().splitlines()
+    assert len(lines) == 1 and all(n in lines[0] for n in names), lines
+    assert not (tmp_path / "own.db").exists()
+
+
+def test_the_tabular_example_runs_as_its_readme_says(tmp_path: Path) -> None:
+    recipe = yaml.safe_load((ROOT / "examples/tabular.yaml").read_text())
+    recipe.update(storage=f"sqlite:///{tmp_path / 'tabular.db'}",
+                  space=str(ROOT / "examples/tabular-space.yaml"))
+    path = tmp_path / "tabular.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    out = _invoke("run", str(path), "--trials", "6", "--quiet")
+    assert out.exit_code == 0, out.output
+    assert "Pareto front of 'tabular'" in out.output
