@@ -84,16 +84,21 @@ def train(study: str, sets: tuple[str, ...], config_file: str | None, device: st
                                               base=config)
         raise
 
+    from search import metric as metrics
     from search.reviewing.report import fmt_accuracy
+
+    metric = metrics.parse(rec.metric, source=str(rec.path))
 
     def progress(epoch: int, acc: float, loss: float, seconds: float) -> None:
         if not quiet and not as_json:
             lost = f"val_loss {loss:.4f}  " if loss == loss else ""  # a trainer may give none
-            click.echo(f"  epoch {epoch:3d}/{config.train_epochs}  val_acc {acc:.4f}  "
+            click.echo(f"  epoch {epoch:3d}/{config.train_epochs}  "
+                       f"val_{metric.short} {metric.value(acc):.4f}  "
                        f"{lost}train {seconds:7.2f}s", err=True)
 
     result = rec.train_one(config, device=device, callback=progress)
-    summary = {"accuracy": result.accuracy, "test_accuracy": result.test_accuracy,
+    summary = {"metric": metric.name, "accuracy": metric.value(result.accuracy),
+               "test_accuracy": metric.value(result.test_accuracy),
                "seconds": result.seconds,
                "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                "outcome": result.outcome, "reason": result.reason,
@@ -106,7 +111,8 @@ def train(study: str, sets: tuple[str, ...], config_file: str | None, device: st
     if as_json:
         click.echo(json.dumps(summary))
     else:
-        click.echo(f"accuracy {result.accuracy:.4f} (test {fmt_accuracy(result.test_accuracy)}) "
+        click.echo(f"{metric.name} {summary['accuracy']:.4f} "
+                   f"(test {fmt_accuracy(summary['test_accuracy'])}) "
                    f"in {result.seconds:.2f}s "
                    f"(best epoch {result.best_epoch} of {result.epochs_run}), "
                    f"outcome {result.outcome}" + (f": {result.reason}" if result.reason else ""))
@@ -269,19 +275,22 @@ def _choose(name: str, storage: str | None, device_key: str | None, min_accuracy
 def best(name: str, storage: str | None, device_key: str | None, min_accuracy: float | None,
          max_seconds: float | None, knee: bool, as_json: bool) -> None:
     """Pick one config from the front of study NAME and print it."""
+    from search import metric as metrics
     from search.reviewing.export import measured_config, stopping
     from search.reviewing.report import fmt_accuracy
 
     study, trial = _choose(name, storage, device_key, min_accuracy, max_seconds, knee)
-    result = trial.user_attrs.get("result", {})
-    out = {"study": name, "trial": trial.number, "accuracy": result.get("accuracy"),
-           "test_accuracy": result.get("test_accuracy"), "seconds": result.get("seconds"),
+    result, metric = trial.user_attrs.get("result", {}), metrics.of_study(study)
+    out = {"study": name, "trial": trial.number, "metric": metric.name,
+           "accuracy": metric.value(result.get("accuracy")),
+           "test_accuracy": metric.value(result.get("test_accuracy")),
+           "seconds": result.get("seconds"),
            "best_epoch": result.get("best_epoch"), "device": trial.user_attrs.get("device"),
            "params": measured_config(trial).to_dict()}
     if as_json:
         click.echo(json.dumps(out))
         return
-    click.echo(f"trial {trial.number}: accuracy {out['accuracy']:.4f} "
+    click.echo(f"trial {trial.number}: {metric.name} {out['accuracy']:.4f} "
                f"(test {fmt_accuracy(out['test_accuracy'])}) in {out['seconds']:.3f}s "
                f"({stopping(measured_config(trial))}) "
                f"on {out['device']}")
@@ -305,7 +314,8 @@ def export(name: str, storage: str | None, device_key: str | None, min_accuracy:
     record = exporter.export_record(name, picked, study.user_attrs.get("recipe") or {})
     path = exporter.write(record, output)
     measured = record["measured"]
-    click.echo(f"wrote {path} (trial {picked.number}: accuracy {measured['val_accuracy']:.4f} "
+    click.echo(f"wrote {path} (trial {picked.number}: {measured['metric']} "
+               f"{measured['val_accuracy']:.4f} "
                f"(test {fmt_accuracy(measured['test_accuracy'])}) in "
                f"{measured['seconds']:.3f}s)")
 
@@ -320,6 +330,7 @@ def export(name: str, storage: str | None, device_key: str | None, min_accuracy:
 def pareto(name: str, storage: str | None, device_key: str | None, output: str | None,
            color_by: str | None, log_time: bool | None) -> None:
     """Draw the speed/accuracy front of study NAME (interactive HTML)."""
+    from search import metric as metrics
     from search.reviewing import choose as chooser
     from search.reviewing import plots
     from search.tuning import floor as floors
@@ -333,7 +344,7 @@ def pareto(name: str, storage: str | None, device_key: str | None, output: str |
                              floor=floors.of_study(study, trials))
     verdicts = _verdicts(study, device)
     fig = plots.pareto_figure(data, log_time=log_time, verdicts=verdicts,
-                              title=f"{name} on {device}")
+                              title=f"{name} on {device}", metric=metrics.of_study(study))
     output = output or f"studies/{name}-pareto.html"
     if output.endswith(".png"):
         plots.write_png(fig, output)

@@ -144,8 +144,9 @@ def test_pruned_and_diverged_trials_are_never_chosen(url: str) -> None:
 
 def test_json_output_fields(url: str) -> None:
     out = best_json(url, "--min-accuracy", "0.96")
-    assert set(out) == {"study", "trial", "accuracy", "test_accuracy", "seconds", "best_epoch",
-                        "device", "params"}
+    assert set(out) == {"study", "trial", "metric", "accuracy", "test_accuracy", "seconds",
+                        "best_epoch", "device", "params"}
+    assert out["metric"] == "accuracy"
     assert out["study"] == "hand"
     assert out["trial"] == 2
     assert out["accuracy"] == pytest.approx(0.97)

@@ -144,3 +144,41 @@ def test_the_tabular_example_runs_as_its_readme_says(tmp_path: Path) -> None:
     out = _invoke("run", str(path), "--trials", "6", "--quiet")
     assert out.exit_code == 0, out.output
     assert "Pareto front of 'tabular'" in out.output
+
+
+def test_a_named_metric_is_shown_under_its_name(tmp_path: Path) -> None:
+    out = _invoke("run", str(_recipe(tmp_path, metric="f1", trials=4)), "--quiet")
+    assert out.exit_code == 0, out.output
+    assert "val f1" in out.output and "test f1" in out.output and "val acc" not in out.output
+    status = _invoke("status", "own", "--storage", f"sqlite:///{tmp_path / 'own.db'}")
+    assert "best f1" in status.output and "f1 floor" in status.output
+
+
+def test_a_minimized_metric_makes_a_front_in_the_right_direction(tmp_path: Path) -> None:
+    from search.reviewing import report
+
+    path = _recipe(tmp_path, "tests.usertrainers:cross_entropy", trials=12,
+                   metric={"name": "loss", "direction": "minimize"}, floor="none",
+                   space={k: v for k, v in SPACE.items() if k != "width_units"},
+                   baseline={"optimizer": "adam", "lr": 0.01, "batch_size": 32})
+    out = _invoke("run", str(path), "--quiet")
+    assert out.exit_code == 0, out.output
+    assert "val loss" in out.output
+    study = optuna.load_study(study_name="own", storage=f"sqlite:///{tmp_path / 'own.db'}")
+    rows = report.front_rows(study)
+    losses = [r["accuracy"] for r in rows]  # fastest first: each slower one has a lower loss
+    assert len(rows) >= 2 and all(a > b for a, b in zip(losses, losses[1:]))
+    assert all(v > 0 for v in losses)  # the loss itself, not its score
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    lowest = min(-t.values[0] for t in done)  # the study stores scores: -loss
+    assert losses[-1] == pytest.approx(lowest)
+    best = json.loads(_invoke("best", "own", "--json", "--storage",
+                              f"sqlite:///{tmp_path / 'own.db'}").output)
+    assert best["metric"] == "loss" and best["accuracy"] > 0
+
+
+def test_the_engine_takes_no_other_metric(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"name": "x", "metric": "f1"}))
+    out = CliRunner().invoke(cli, ["run", str(path), "--quiet"])
+    assert out.exit_code == 2 and "metric" in out.output and "train:" in out.output

@@ -57,3 +57,23 @@ def fails_on_wide(run: Any) -> dict[str, float]:
 def nan_after_one(run: Any) -> None:
     run.report(0.5, 1)
     run.report(float("nan"), 2)
+
+
+def cross_entropy(run: Any) -> None:
+    """``linear``'s loop, reporting validation loss: a metric to minimize."""
+    cfg, device = run.config, run.device
+    x, y, xv, yv = _data(device)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 2)).to(device)
+    optimizer = cfg.build_optimizer(model)
+    criterion = cfg.build_criterion()
+    for epoch in range(1, cfg.train_epochs + 1):
+        model.train()
+        with run.timed():
+            for start in range(0, len(y), cfg.batch_size):
+                criterion(model(x[start:start + cfg.batch_size]),
+                          y[start:start + cfg.batch_size]).backward()
+                optimizer.step()
+                optimizer.zero_grad()
+        with torch.no_grad():
+            loss = nn.functional.cross_entropy(model.eval()(xv), yv).item()
+        run.report(loss, epoch)

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from search import metric as metrics
 from search.errors import UserError
 from search.files import read_mapping
 from search.training.config import TrainConfig
@@ -36,15 +37,17 @@ def export_record(study_name: str, trial: Any, recipe: dict[str, Any]) -> dict[s
 
     result = trial.user_attrs.get("result", {})
     config = measured_config(trial)
+    metric = metrics.of_recipe(recipe)
     return {
         "format": FORMAT,
         # `epochs` is the schedule's length, `stop_after` the epoch the point was measured at.
         "params": config.to_dict(),
-        "measured": {
-            "val_accuracy": result.get("accuracy"),
-            "test_accuracy": result.get("test_accuracy"),
+        "measured": {  # *_accuracy: the study's metric, under its name in `metric`
+            "metric": metric.name,
+            "val_accuracy": metric.value(result.get("accuracy")),
+            "test_accuracy": metric.value(result.get("test_accuracy")),
             "seconds": result.get("seconds"),
-            "final_accuracy": result.get("final_accuracy"),
+            "final_accuracy": metric.value(result.get("final_accuracy")),
             "train_seconds": result.get("train_seconds"),
             "epochs_run": result.get("epochs_run"),
             "samples_per_second": result.get("samples_per_second"),

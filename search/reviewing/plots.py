@@ -29,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
 from search.errors import UserError
+from search.metric import ACCURACY, Metric
 from search.outcomes import INFEASIBLE
 from search.reviewing import frontier
 
@@ -250,7 +251,8 @@ def auto_log_time(data: ParetoData) -> bool:
 
 
 def pareto_figure(data: ParetoData, *, log_time: bool | None = None, title: str = "",
-                  verdicts: Sequence[Any] | None = None) -> go.Figure:
+                  verdicts: Sequence[Any] | None = None, metric: Metric = ACCURACY
+                  ) -> go.Figure:
     """Seconds on x, validation accuracy on y: the front as a step line with markers,
     dominated points faded, pruned ones faded and hollow, one colour per value of
     ``data.color_by`` (with a legend). ``verdicts`` (``search.reviewing.verify.Verdict``) add each
@@ -306,7 +308,7 @@ def pareto_figure(data: ParetoData, *, log_time: bool | None = None, title: str 
                       annotation_position="bottom right")
     if log_time is None:
         log_time = auto_log_time(data)
-    _layout(fig, title, SECONDS_TITLE + (" (log)" if log_time else ""), "validation accuracy",
+    _layout(fig, title, SECONDS_TITLE + (" (log)" if log_time else ""), axis_title(metric),
             legend_title_text=_text(data.color_by or ""), hovermode="closest")
     fig.update_layout(title={"subtitle": {"text": subtitle}} if title else None)
     if not title:
@@ -388,7 +390,14 @@ def importance_figure(importances_accuracy: Mapping[str, float],
     return _layout(fig, title, "", "", showlegend=False)
 
 
-def curves_figure(curves: Mapping[int, Sequence[Mapping[str, Any]]], *, title: str = ""
+def axis_title(metric: Metric) -> str:
+    """The metric's axis: a minimized metric is drawn as its score (negated: up is better)."""
+    return (f"validation {metric.name}" if metric.maximize
+            else f"validation {metric.name}, negated (higher is better)")
+
+
+def curves_figure(curves: Mapping[int, Sequence[Mapping[str, Any]]], *, title: str = "",
+                  metric: Metric = ACCURACY
                   ) -> go.Figure:
     """Validation accuracy against cumulative training seconds, one line per trial with a
     curve (trials whose curve is empty are left out), one marker per epoch."""
@@ -402,7 +411,7 @@ def curves_figure(curves: Mapping[int, Sequence[Mapping[str, Any]]], *, title: s
             hovertext=[f"trial {number}, epoch {e.get('epoch', '?')}: accuracy "
                        f"{float(e['accuracy']):.4f} at {float(e['seconds']):.3f} s"
                        for e in curve], hoverinfo="text"))
-    return _layout(fig, title, SECONDS_TITLE, "validation accuracy", hovermode="closest")
+    return _layout(fig, title, SECONDS_TITLE, axis_title(metric), hovermode="closest")
 
 
 def outcomes_figure(counts: Mapping[str, int], *, title: str = "") -> go.Figure:

@@ -7,6 +7,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from search import metric as metrics
 from search.reviewing import frontier
 from search.tuning import floor as floors
 
@@ -22,7 +23,9 @@ def _front(study: optuna.Study, trials: list[optuna.trial.FrozenTrial],
 
 
 def front_rows(study: optuna.Study, device: str | None = None) -> list[dict[str, Any]]:
-    """The front of one device (the most used one by default), fastest first."""
+    """The front of one device (the most used one by default), fastest first; the metric
+    as the user reads it (``accuracy`` holds it, whatever its name)."""
+    metric = metrics.of_study(study)
     trials = study.get_trials(deepcopy=False)
     by_number = {t.number: t for t in trials}
     rows = []
@@ -30,8 +33,10 @@ def front_rows(study: optuna.Study, device: str | None = None) -> list[dict[str,
         trial = by_number[p.number]
         config = trial.user_attrs.get("config", {})
         result = trial.user_attrs.get("result", {})
-        rows.append({"trial": p.number, "accuracy": p.accuracy,
-                     "test_accuracy": result.get("test_accuracy"), "seconds": p.seconds,
+        rows.append({"trial": p.number, "metric": metric.name,
+                     "accuracy": metric.value(p.accuracy),
+                     "test_accuracy": metric.value(result.get("test_accuracy")),
+                     "seconds": p.seconds,
                      "best_epoch": result.get("best_epoch"), "device": p.device,
                      "params": dict(trial.params), "config": config})
     return rows
@@ -43,7 +48,8 @@ def front_table(study: optuna.Study, device: str | None = None) -> str:
     if not rows:
         return f"study {study.study_name!r}: no completed trials yet"
     varying = sorted({k for r in rows for k in r["params"] if not k.startswith("use_")})
-    head = ["trial", "val acc", "test acc", "seconds", *varying]
+    short = metrics.of_study(study).short
+    head = ["trial", f"val {short}", f"test {short}", "seconds", *varying]
     body = [[str(r["trial"]), f"{r['accuracy']:.4f}", fmt_accuracy(r["test_accuracy"]),
              f"{r['seconds']:.3f}",
              *[_fmt(r["params"].get(k)) for k in varying]] for r in rows]
@@ -86,8 +92,10 @@ def status(storage: str, name: str | None = None) -> list[dict[str, Any]]:
         front = _front(study, trials) if pareto else []
         floor = floors.of_study(study, trials)
         done = [t for t in trials if frontier.feasible(t, floor)]
+        metric = metrics.of_study(study)
         rows.append({
             "study": n,
+            "metric": metric.name,
             "objective": study.user_attrs.get("objective", "pareto" if pareto else "?"),
             "trials": len(trials),
             "outcomes": frontier.outcome_counts(trials),
@@ -96,7 +104,7 @@ def status(storage: str, name: str | None = None) -> list[dict[str, Any]]:
                            if pareto else "none (time-to-accuracy)"),
             "below_floor": sum(frontier.below_floor(t, floor) for t in trials),
             "front_size": len(front),
-            "best_accuracy": max((p.accuracy for p in front), default=None),
+            "best_accuracy": metric.value(max((p.accuracy for p in front), default=None)),
             "fastest_seconds": (min((t.values[-1] for t in done), default=None)),
             "running": [t.number for t in trials if t.state == TrialState.RUNNING],
         })
@@ -113,7 +121,7 @@ def status_table(rows: list[dict[str, Any]]) -> str:
         fast = "-" if r["fastest_seconds"] is None else f"{r['fastest_seconds']:.3f}s"
         running = ", ".join(map(str, r["running"])) or "none"
         out.append(f"{r['study']} ({r['objective']}): {r['trials']} trials: {counts}; "
-                   f"front {r['front_size']}, best accuracy {best}, fastest {fast}; "
-                   f"accuracy floor {r['floor_text']}, {r['below_floor']} below it; "
+                   f"front {r['front_size']}, best {r['metric']} {best}, fastest {fast}; "
+                   f"{r['metric']} floor {r['floor_text']}, {r['below_floor']} below it; "
                    f"running now: {running}")
     return "\n".join(out)

@@ -24,6 +24,7 @@ import plotly.graph_objects as go
 import yaml
 from plotly.offline import get_plotlyjs
 
+from search import metric as metrics
 from search.errors import UserError
 from search.reviewing import frontier, plots
 from search.reviewing.choose import device_of
@@ -100,7 +101,7 @@ def _note(text: str) -> str:
 
 def _summary(study: optuna.Study, trials: list[optuna.trial.FrozenTrial], pareto: bool,
              device: str | None, front: list[frontier.Point], floor: float | None) -> str:
-    attrs = study.user_attrs
+    attrs, metric = study.user_attrs, metrics.of_study(study)
     objective = attrs.get("objective") or ("pareto" if pareto else "time-to-accuracy")
     if not pareto and attrs.get("target") is not None:
         objective += f" (target accuracy {attrs['target']})"
@@ -109,14 +110,16 @@ def _summary(study: optuna.Study, trials: list[optuna.trial.FrozenTrial], pareto
     outcomes = ", ".join(f"{k} {v}" for k, v in frontier.outcome_counts(trials).items())
     rows = [
         ("objective", objective),
-        ("scored on", "validation accuracy (max) and training seconds (min)" if pareto
+        ("scored on", f"validation {metric.name} ({'max' if metric.maximize else 'min'}) "
+                      f"and training seconds (min)" if pareto
          else "training seconds until the target accuracy (min)"),
         ("trials", f"{len(trials)} ({outcomes})"),
         ("device shown", device or "none"),
-        ("accuracy floor", floors.of_recipe(attrs.get("recipe")).describe(floor)
+        (f"{metric.name} floor", floors.of_recipe(attrs.get("recipe")).describe(floor)
          + ("; points below it are not on the front" if floor is not None else "")),
         ("front", f"{len(front)} configs" if front else "no completed trials yet"),
-        ("best accuracy", f"{max(p.accuracy for p in front):.4f}" if front else "-"),
+        (f"best {metric.name}", f"{metric.value(max(p.accuracy for p in front)):.4f}"
+         if front else "-"),
         ("fastest on the front", f"{front[0].seconds:.3f} s" if front else "-"),
         ("training seconds spent", f"{spent:.1f} s on this device"),
         ("first trial", min(starts).strftime("%Y-%m-%d %H:%M") if starts else "-"),
@@ -195,7 +198,8 @@ def build(study: optuna.Study, *, device: str | None = None, verdicts: Sequence[
     kind = "speed/accuracy" if pareto else "time-to-accuracy"
 
     pareto_fig = plots.pareto_figure(data, log_time=log_time, verdicts=verdicts,
-                                     title=f"{name}: {kind} front on {shown}")
+                                     title=f"{name}: {kind} front on {shown}",
+                                     metric=metrics.of_study(study))
     target = study.user_attrs.get("target")
     if not pareto and target is not None:
         pareto_fig.add_hline(y=float(target), line_dash="dot", line_color="#d62728",
@@ -235,7 +239,8 @@ def build(study: optuna.Study, *, device: str | None = None, verdicts: Sequence[
     sections.append(_section("Parameter importance", *parts))
 
     curves = frontier.curves(trials, [p.number for p in front])
-    sections.append(_section("Learning curves", _figure(plots.curves_figure(curves))
+    curves_fig = plots.curves_figure(curves, metric=metrics.of_study(study))
+    sections.append(_section("Learning curves", _figure(curves_fig)
                              if any(curves.values()) else
                              '<p class="muted">No learning curves on the front.</p>'))
 

@@ -9,9 +9,11 @@ A trainer is a function ``train(run)``. The run gives it the sampled config
 - ``with run.timed(): ...`` around what a user pays for (the training steps, not the
   evaluation): the engine's own stopwatch, synchronized at its edges on a GPU and
   nowhere inside;
-- ``run.report(value, step)`` after each epoch (or every N steps) with the metric the
-  recipe names: the study's pruner decides there. A stopped run raises :class:`Stop`
-  from ``report``; let it through, as with ``optuna.TrialPruned``.
+- ``run.report(value, step)`` after each epoch with the metric the recipe names (its
+  value as the user computes it: a minimized metric is turned into a score, higher
+  better, here; see ``search/metric.py``): the study's pruner decides there. A stopped
+  run raises :class:`Stop` from ``report``; let it through, as with
+  ``optuna.TrialPruned``.
 
 The metric on a held-out test split, shown beside the search's own and never used to
 select, comes from ``run.report(value, step, test=...)`` (the best step's is kept, also
@@ -30,6 +32,7 @@ from typing import Any
 
 import torch
 
+from search.metric import ACCURACY, Metric
 from search.training import timing
 from search.training.config import TrainConfig
 
@@ -78,8 +81,10 @@ class Run:
     """One trial's training: its config, extra params and device, its clock and reports."""
 
     def __init__(self, config: TrainConfig, device: torch.device, *,
-                 params: dict[str, Any] | None = None, decide: Decide | None = None) -> None:
+                 params: dict[str, Any] | None = None, decide: Decide | None = None,
+                 metric: Metric = ACCURACY) -> None:
         self.config = config
+        self.metric = metric
         self.device = device
         self.params = dict(params or {})
         self.curve: list[dict[str, float]] = []
@@ -101,11 +106,12 @@ class Run:
         decide; raises :class:`Stop` when the run should end here (:class:`Diverged` when
         the value, or the validation ``loss`` if given, is not a number). ``test``: the
         metric on the test split at this step, kept for the best step's point."""
-        value = float(value)
+        value = self.metric.score(float(value))  # the curve holds scores: higher is better
         step = len(self.curve) + 1 if step is None else int(step)
         lost = math.nan if loss is None else float(loss)
+        tested = {"test": self.metric.score(float(test))} if test is not None else {}
         self.curve.append({"epoch": step, "seconds": self.seconds, "accuracy": value,
-                           "loss": lost, **({"test": float(test)} if test is not None else {})})
+                           "loss": lost, **tested})
         if not math.isfinite(value):
             raise Diverged(f"non-finite value ({value}) reported at step {step}")
         if loss is not None and not math.isfinite(lost):
@@ -123,7 +129,7 @@ class Run:
 
 def run_trainer(trainer: Trainer, config: TrainConfig, *, device: str | torch.device = "auto",
                 params: dict[str, Any] | None = None, decide: Decide | None = None,
-                warm: bool = True) -> TrainResult:
+                metric: Metric = ACCURACY, warm: bool = True) -> TrainResult:
     """Run a user's ``trainer(run)`` as a trial: never raises for divergence, OOM or a stop.
 
     A trainer that never reports raises ``RuntimeError`` (the trial fails as ``error``)."""
@@ -131,7 +137,7 @@ def run_trainer(trainer: Trainer, config: TrainConfig, *, device: str | torch.de
     if warm:
         timing.warm_up(dev, config)
     torch.manual_seed(config.seed)
-    run = Run(config, dev, params=params, decide=decide)
+    run = Run(config, dev, params=params, decide=decide, metric=metric)
     outcome, reason, returned = "completed", "", None
     try:
         with (torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext(),
@@ -149,7 +155,7 @@ def run_trainer(trainer: Trainer, config: TrainConfig, *, device: str | torch.de
     best = run.best()
     test = run.curve[best].get("test") if best >= 0 else None
     if isinstance(returned, dict) and returned.get("test") is not None:
-        test = float(returned["test"])
+        test = metric.score(float(returned["test"]))
     return result_of(run, outcome, reason, test=test)
 
 

@@ -76,7 +76,7 @@ def work(study: optuna.Study, plan: Plan, *, trials: int | None = None,
                           target=plan.content.get("target"), pruner=plan.pruner(),
                           floor=plan.floor, budget=trials,
                           worker=worker_id(), on_epoch=bar.on_epoch, context=plan.context,
-                          trainer=plan.trainer)
+                          trainer=plan.trainer, metric=plan.metric)
     reaper = _Reaper(study)
     previous = signal.getsignal(signal.SIGTERM)
     in_main = threading.current_thread() is threading.main_thread()

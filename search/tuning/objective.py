@@ -35,6 +35,7 @@ from typing import Any
 import optuna
 
 from search.errors import UserError
+from search.metric import ACCURACY
 from search.outcomes import FINISHED, INFEASIBLE
 from search.training.config import TrainConfig
 from search.training.engine import TrainResult, train
@@ -104,6 +105,7 @@ class Objective:
     on_epoch: Callable[[optuna.trial.Trial, TrainConfig, int, float, float], None] | None = None
     context: Any = None  # search.training.trick.Context: what a sampled config must fit
     trainer: Any = None  # a user's trainer (search/training/run.py); None: the engine
+    metric: Any = ACCURACY  # search.metric.Metric: what the trainer reports
 
     def __post_init__(self) -> None:
         from search.training.timing import fingerprint
@@ -155,7 +157,8 @@ class Objective:
                                callback=callback)
             else:
                 result = run_trainer(self.trainer, config, device=self.device,
-                                     params=self.space.extras(trial), decide=callback)
+                                     params=self.space.extras(trial), decide=callback,
+                                     metric=self.metric)
         except KeyboardInterrupt as e:  # SIGINT, or SIGTERM turned into one by the worker
             trial.set_user_attr("outcome", "interrupted")
             trial.set_user_attr("reason", f"interrupted by {str(e) or 'SIGINT'} after "

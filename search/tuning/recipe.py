@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from search import metric as metrics
 from search.errors import UserError
 from search.files import expect_keys, read_mapping
 from search.tuning import floor as floors
@@ -24,7 +25,7 @@ PRUNERS = ("pareto-sha", "none", "median", "successive-halving", "hyperband", "w
 
 _KEYS = {"name", "description", "data", "model", "space", "epochs", "objective", "target",
          "floor", "trials", "timeout", "sampler", "pruner", "seed", "storage", "baseline",
-         "probes", "train"}
+         "probes", "train", "metric"}
 _DATA_KEYS = {"name", "classes", "data_dir", "download", "val_fraction", "test_fraction",
               "split_seed", "image_size", "size", "flip_invariant"}
 _MODEL_KEYS = {"name", "weights", "width"}
@@ -53,6 +54,7 @@ class Recipe:
     description: str = ""
     floor: dict[str, float] | str = field(default_factory=lambda: dict(floors.DEFAULT))
     train: str | None = None  # module:function, a user's trainer (search/training/run.py)
+    metric: dict[str, str] | None = None  # a trainer's metric (search/metric.py); None: accuracy
 
     def baseline_config(self):  # noqa: ANN201 - a TrainConfig, imported lazily (torch)
         """The baseline's TrainConfig: its fields over the recipe's schedule length."""
@@ -73,7 +75,8 @@ class Recipe:
 
         params = {k: v for k, v in self.baseline.items() if k not in TrainConfig.fields()}
         return run_trainer(load_callable(self.train, "train"), config, device=device,
-                           params=params, decide=callback)
+                           params=params, decide=callback,
+                           metric=metrics.parse(self.metric, source=str(self.path)))
 
     def data_spec(self):  # noqa: ANN201 - search.training.data.DataSpec, imported lazily (torch)
         from search.training.data import DataSpec
@@ -95,7 +98,8 @@ class Recipe:
                 "epochs": self.epochs, "objective": self.objective, "target": self.target,
                 "floor": self.floor, "sampler": self.sampler, "pruner": self.pruner,
                 "seed": self.seed, "baseline": self.baseline, "probes": self.probes,
-                **({"train": self.train} if self.train else {})}
+                **({"train": self.train} if self.train else {}),
+                **({"metric": self.metric} if self.metric else {})}
 
     def hash(self) -> str:
         blob = json.dumps(self.content(), sort_keys=True, default=str).encode()
@@ -123,6 +127,10 @@ def load(path: str | Path) -> Recipe:
             if key in raw:
                 raise UserError(f"{key}: a recipe with `train:` leaves data and model to its "
                                 f"trainer ({train}); remove {key}", source=src)
+    metric = metrics.parse(raw.get("metric"), source=src)
+    if metric != metrics.ACCURACY and train is None:
+        raise err("metric", "the built-in engine scores validation accuracy; a recipe "
+                            "naming its own trainer (train:) names its own metric")
     data = _section(raw, "data", _DATA_KEYS, src, default={"name": "digits"})
     model = _section(raw, "model", _MODEL_KEYS, src, default={"name": "cnn"})
     _check_values(data, _DATA_CHECKS, "data", src)
@@ -196,7 +204,8 @@ def load(path: str | Path) -> Recipe:
                   epochs=epochs, objective=objective, target=target, trials=trials,
                   timeout=timeout, sampler=sampler, pruner=pruner, seed=seed, storage=storage,
                   baseline=baseline, description=str(description), floor=floor,
-                  probes=probes, train=train)
+                  probes=probes, train=train,
+                  metric=metric.to_mapping() if metric != metrics.ACCURACY else None)
 
 
 def _section(raw: dict[str, Any], key: str, allowed: set[str], src: str,

@@ -60,6 +60,12 @@ class Plan:
     extras: dict[str, Any] = field(default_factory=dict)  # the baseline's trainer params
 
     @property
+    def metric(self) -> Any:  # search.metric.Metric
+        from search import metric
+
+        return metric.of_recipe(self.content)
+
+    @property
     def objective(self) -> str:
         return self.content["objective"]
 
