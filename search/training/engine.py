@@ -42,6 +42,7 @@ def train(config: TrainConfig, data: Data | DataSpec | str = "digits",
     spec = ModelSpec(model) if isinstance(model, str) else model
     if not isinstance(data, Data):
         data = load_data(DataSpec(data) if isinstance(data, str) else data)
+    models.check_inputs(spec, data.images, data.shape)
     data = data.to(dev, models.input_channels(spec, data.channels))
     if config.batch_size > data.train_size:
         raise UserError(f"batch_size: larger than the training set ({data.train_size}), "

@@ -88,6 +88,15 @@ def accepted_kwargs(spec: ModelSpec) -> frozenset[str]:
     return frozenset(p.name for p in params) & CNN_KWARGS
 
 
+def check_inputs(spec: ModelSpec, images: bool, shape: str) -> None:
+    """The built-in CNN and torchvision models take images; other inputs need a model
+    function (``module:function``)."""
+    if not images and ":" not in spec.name:
+        raise UserError(f"model.name: {spec.name} takes images (N, C, H, W); the data gives "
+                        f"inputs shaped {shape}: name your own model function "
+                        f"(module:function), got {spec.name!r}")
+
+
 def input_channels(spec: ModelSpec, data_channels: int) -> int:
     """Channels the model takes: torchvision classifiers take RGB; others take the data's."""
     return data_channels if spec.name == "cnn" or ":" in spec.name else 3

@@ -99,6 +99,7 @@ class Plan:
             section["classes"] = tuple(section["classes"])
         data, model = DataSpec(**section), ModelSpec(**content["model"])
         loaded = load_data(data)
+        models.check_inputs(model, loaded.images, loaded.shape)
         built = models.build(model, in_channels=models.input_channels(model, loaded.channels),
                              num_classes=loaded.num_classes)  # weights exist and fit
         ctx = context(model, loaded, built)

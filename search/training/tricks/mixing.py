@@ -43,9 +43,10 @@ def _batch(cfg: Any, num_classes: int) -> Mixer | None:
 
 
 def _check(cfg: Any, ctx: Context) -> None:
-    if cfg.cutmix_alpha and not ctx.images:
-        raise ValueError(f"cutmix_alpha: cutmix cuts image patches; the inputs are not "
-                         f"images, got {cfg.cutmix_alpha}")
+    for name in ("mixup_alpha", "cutmix_alpha"):
+        if getattr(cfg, name) and not ctx.images:
+            raise ValueError(f"{name}: torchvision's MixUp and CutMix blend image batches "
+                             f"(N, C, H, W); the inputs are not images, got {getattr(cfg, name)}")
 
 
 TRICK = Trick(
