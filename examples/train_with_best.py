@@ -56,6 +56,7 @@ def main(path: str) -> float:
     batch = cfg.build_batch(data.num_classes)  # augmentation, mixing, memory format
     scaler = cfg.grad_scaler(device)
     step_model = cfg.step_model(model)  # torch.compile'd when cfg.compile
+    before_step = cfg.build_before_step(optimizer, scaler)  # gradient clipping, or None
 
     generator = torch.Generator().manual_seed(cfg.seed)  # shuffles as the search's engine
     best, best_state = -1.0, None
@@ -70,6 +71,8 @@ def main(path: str) -> float:
                     with cfg.autocast(device):
                         loss = criterion(step_model(xs), ts)
                     scaler.scale(loss * share).backward()
+                if before_step:
+                    before_step()
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)

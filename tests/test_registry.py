@@ -49,6 +49,7 @@ ON: dict[str, dict[str, Any]] = {
     "dropout": {"dropout": 0.5},
     "seed": {"seed": 1},
     # Nothing left to learn (every block frozen, a vanishing lr): the accuracy stalls.
+    "clipping": {"clip_norm": 0.01},
     "early_stopping": {"patience": 1, "epochs": 4, "frozen_layers": 3, "optimizer": "sgd",
                        "lr": 1e-9},
 }

@@ -479,3 +479,23 @@ def test_gpu_switches_hold_for_the_run_only(field: str, flags: object) -> None:
     assert flags() == before
     with TrainConfig().switches("cpu"):
         assert not any(flags())
+
+
+# -- gradient clipping -------------------------------------------------------------------
+
+
+def test_clipping_bounds_the_step_by_the_gradient_norm() -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(8, 3)
+    before = [p.detach().clone() for p in model.parameters()]
+    cfg = TrainConfig(optimizer="sgd", lr=1.0, clip_norm=0.01)
+    optimizer, scaler = cfg.build_optimizer(model), cfg.grad_scaler("cpu")
+    loss = cfg.build_criterion()(model(torch.randn(16, 8) * 100), torch.arange(16) % 3)
+    loss.backward()
+    raw = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters())).item()
+    cfg.build_before_step(optimizer, scaler)()
+    optimizer.step()
+    moved = torch.sqrt(sum(((p.detach() - b) ** 2).sum()
+                           for p, b in zip(model.parameters(), before, strict=True))).item()
+    assert raw > 1 and moved == pytest.approx(0.01, rel=1e-4)  # lr 1: the step is the gradient
+    assert TrainConfig().build_before_step(optimizer, scaler) is None

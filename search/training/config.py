@@ -11,6 +11,7 @@ PyTorch loop gets what the search measured:
     scheduler = cfg.build_scheduler(optimizer, steps_per_epoch)
     criterion, batch = cfg.build_criterion(), cfg.build_batch(num_classes)
     scaler, step_model = cfg.grad_scaler(device), cfg.step_model(model)
+    before_step = cfg.build_before_step(optimizer, scaler)   # gradient clipping, or None
     with cfg.switches(device):
         for epoch in range(cfg.train_epochs):
             for x, y in batches:
@@ -19,6 +20,8 @@ PyTorch loop gets what the search measured:
                     with cfg.autocast(device):
                         loss = criterion(step_model(xs), ts) * share
                     scaler.scale(loss).backward()
+                if before_step:
+                    before_step()
                 scaler.step(optimizer); scaler.update()
                 optimizer.zero_grad(set_to_none=True); scheduler.step()
 """
@@ -159,6 +162,20 @@ class _Config:
                 x, y = step(x, y)
             return inputs(x), y
         return batch
+
+    def build_before_step(self, optimizer: torch.optim.Optimizer,
+                          scaler: torch.amp.GradScaler) -> Callable[[], None] | None:
+        """What to call between the backward passes and ``scaler.step`` (gradient
+        clipping), or None when nothing is configured."""
+        steps = [f for t in tricks.playing("before_step")
+                 if (f := t.before_step(self, optimizer, scaler))]
+        if not steps:
+            return None
+
+        def before_step() -> None:
+            for step in steps:
+                step()
+        return before_step
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """An input batch as the model takes it (training and evaluation): memory format."""

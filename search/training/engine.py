@@ -83,6 +83,7 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
     criterion = config.build_criterion()
     batch = config.build_batch(data.num_classes)
     scaler, autocast = config.grad_scaler(dev), config.autocast(dev)  # reused every step
+    before_step = config.build_before_step(optimizer, scaler)  # gradient clipping, or None
     generator = torch.Generator().manual_seed(config.seed)
     divergence = Divergence(dev, DIVERGED_LOSS_FACTOR * math.log(max(2, data.num_classes)))
 
@@ -106,6 +107,8 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
                         with autocast:
                             loss = criterion(step_net(xs), ts)
                         scaler.scale(loss * share if share != 1.0 else loss).backward()
+                    if before_step:
+                        before_step()
                     scaler.step(optimizer)
                     scaler.update()
                     optimizer.zero_grad(set_to_none=True)

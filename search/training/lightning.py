@@ -8,7 +8,7 @@ a recipe's ``train:`` builds the module from the run and fits it with :func:`tra
         search.training.lightning.trainer(run, monitor="val_f1").fit(model, datamodule)
 
 :func:`trainer` is a ``lightning.Trainer`` built from the config (its precision, gradient
-accumulation, ``max_epochs = cfg.train_epochs``, the run's device) with a
+accumulation and clipping, ``max_epochs = cfg.train_epochs``, the run's device) with a
 :class:`Report` callback, which:
 
 - times what a user pays for, each training epoch with its data loading, from
@@ -86,7 +86,8 @@ def trainer(run: Run, *, monitor: str, **kwargs: Any) -> L.Trainer:
     device = run.device
     options: dict[str, Any] = {
         "max_epochs": cfg.train_epochs, "precision": PRECISION[cfg.precision],
-        "accumulate_grad_batches": cfg.accumulate,
+        "accumulate_grad_batches": cfg.accumulate, "gradient_clip_val": cfg.clip_norm,
+        "gradient_clip_algorithm": "norm",
         "accelerator": "gpu" if device.type == "cuda" else "cpu",
         "devices": [device.index or 0] if device.type == "cuda" else 1,
         "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,

@@ -24,6 +24,8 @@ Roles, in the order a loop meets them:
 - ``step_model(cfg, model)``: the module the training step calls (``torch.compile``).
 - ``switches(cfg, device)``: a context manager around the whole run for process-wide
   settings (TF32, cuDNN autotuning), restored on exit.
+- ``before_step(cfg, optimizer, scaler)``: a function to call between the backward
+  passes and the optimizer step (gradient clipping), or None.
 - ``micro_batches(cfg)``: into how many micro-batches each batch is split, one backward
   each, one optimizer step per batch (gradient accumulation).
 - ``stop(cfg, curve)``: after an epoch, a reason to end the run early (no better
@@ -107,6 +109,7 @@ class Trick:
     step_model: Callable[[Any, Any], Any] | None = None
     switches: Callable[[Any, Any], Any] | None = None
     micro_batches: Callable[[Any], int] | None = None
+    before_step: Callable[[Any, Any, Any], Callable[[], None] | None] | None = None
     warm_epochs: Callable[[Any], int] | None = None
     record: Callable[[Any], dict[str, Any] | None] | None = None
     stop: Callable[[Any, list[dict[str, float]]], str | None] | None = None
