@@ -226,3 +226,19 @@ def test_image_tricks_and_models_are_refused_for_other_inputs_at_load(
     line = out.output.strip()
     assert "\n" not in line and all(n in line for n in names), line
     assert not (tmp_path / "rows.db").exists()
+
+
+def test_time_to_a_minimized_target(tmp_path: Path) -> None:
+    path = _recipe(tmp_path, "tests.usertrainers:cross_entropy", trials=4,
+                   objective="time-to-accuracy", target=0.4, pruner="none",
+                   metric={"name": "loss", "direction": "minimize"},
+                   space={k: v for k, v in SPACE.items() if k != "width_units"},
+                   baseline={"optimizer": "adam", "lr": 0.05, "batch_size": 32})
+    out = _invoke("run", str(path), "--quiet")
+    assert out.exit_code == 0, out.output
+    study = optuna.load_study(study_name="own", storage=f"sqlite:///{tmp_path / 'own.db'}")
+    reached = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert reached  # the baseline gets its loss below 0.4
+    for t in reached:  # stopped at the first epoch whose loss was at most the target
+        losses = [-p["accuracy"] for p in t.user_attrs["curve"]]
+        assert losses[-1] <= 0.4 and all(v > 0.4 for v in losses[:-1])

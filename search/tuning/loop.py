@@ -73,7 +73,7 @@ def work(study: optuna.Study, plan: Plan, *, trials: int | None = None,
     bar.study_bar.update(min(finished_count(study), trials or 0))
     objective = Objective(space=plan.space, base=plan.base, data=data, model=plan.model,
                           device=dev, objective=plan.objective,
-                          target=plan.content.get("target"), pruner=plan.pruner(),
+                          target=plan.target_score, pruner=plan.pruner(),
                           floor=plan.floor, budget=trials,
                           worker=worker_id(), on_epoch=bar.on_epoch, context=plan.context,
                           trainer=plan.trainer, metric=plan.metric)

@@ -143,8 +143,10 @@ def load(path: str | Path) -> Recipe:
         raise err("objective", f"must be one of {', '.join(OBJECTIVES)}")
     target = raw.get("target")
     if objective == "time-to-accuracy":
-        if not _is_number(target) or not 0 < target <= 1:
+        if metric == metrics.ACCURACY and (not _is_number(target) or not 0 < target <= 1):
             raise err("target", "time-to-accuracy needs a target accuracy in (0, 1]")
+        if not _is_number(target) or target != target or abs(target) == float("inf"):
+            raise err("target", f"time-to-accuracy needs a target {metric.name} (a number)")
     elif target is not None:
         raise err("target", "only the time-to-accuracy objective takes a target")
     floor = floors.parse(raw.get("floor"), source=src).to_mapping() or "none"

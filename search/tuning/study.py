@@ -60,6 +60,12 @@ class Plan:
     extras: dict[str, Any] = field(default_factory=dict)  # the baseline's trainer params
 
     @property
+    def target_score(self) -> float | None:
+        """A time-to-accuracy target as the study ranks it (a minimized metric's negated)."""
+        target = self.content.get("target")
+        return None if target is None else self.metric.score(target)
+
+    @property
     def metric(self) -> Any:  # search.metric.Metric
         from search import metric
 
