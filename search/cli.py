@@ -242,7 +242,8 @@ def _study_options(f: Any) -> Any:
 
 def _choice_options(f: Any) -> Any:
     f = click.option("--min-accuracy", type=click.FloatRange(0, 1), default=None,
-                     help="The fastest config reaching this validation accuracy.")(f)
+                     help="The fastest config reaching this validation accuracy (the study's "
+                          "metric: at most this for a minimized one).")(f)
     f = click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True),
                      default=None, help="The most accurate config within this time.")(f)
     f = click.option("--knee", is_flag=True, help="The knee of the front (the default).")(f)
@@ -251,6 +252,7 @@ def _choice_options(f: Any) -> Any:
 
 def _choose(name: str, storage: str | None, device_key: str | None, min_accuracy: float | None,
             max_seconds: float | None, knee: bool, trial: int | None = None):  # noqa: ANN202
+    from search import metric as metrics
     from search.reviewing import choose as chooser
     from search.tuning import floor as floors
 
@@ -263,7 +265,9 @@ def _choose(name: str, storage: str | None, device_key: str | None, min_accuracy
     if note:
         click.echo(note, err=True)
     floor = floors.of_study(study, trials)
-    picked = chooser.choose(trials, name, min_accuracy=min_accuracy, max_seconds=max_seconds,
+    # --min-accuracy is in the metric's units: "reaching" a minimized one is at most it.
+    reach = None if min_accuracy is None else metrics.of_study(study).score(min_accuracy)
+    picked = chooser.choose(trials, name, min_accuracy=reach, max_seconds=max_seconds,
                             trial=trial, device=device, floor=floor)
     return study, picked
 
@@ -341,10 +345,11 @@ def pareto(name: str, storage: str | None, device_key: str | None, output: str |
         click.echo(note, err=True)
     trials = study.get_trials(deepcopy=False)
     data = plots.pareto_data(trials, device=device, color_by=color_by,
-                             floor=floors.of_study(study, trials))
+                             floor=floors.of_study(study, trials),
+                             metric=metrics.of_study(study))
     verdicts = _verdicts(study, device)
     fig = plots.pareto_figure(data, log_time=log_time, verdicts=verdicts,
-                              title=f"{name} on {device}", metric=metrics.of_study(study))
+                              title=f"{name} on {device}")
     output = output or f"studies/{name}-pareto.html"
     if output.endswith(".png"):
         plots.write_png(fig, output)
@@ -398,6 +403,7 @@ def report(name: str, storage: str | None, device_key: str | None, output: str |
 def verify(name: str, storage: str | None, device_key: str | None, top: int, repeats: int,
            device: str) -> None:
     """Re-run the front's configs with new seeds: does the front survive the noise?"""
+    from search import metric as metrics
     from search.reviewing import choose as chooser
     from search.reviewing import verify as verifier
 
@@ -405,17 +411,19 @@ def verify(name: str, storage: str | None, device_key: str | None, top: int, rep
     key, note = chooser.device_of(study.get_trials(deepcopy=False), device_key)
     if note:
         click.echo(note, err=True)
+    metric = metrics.of_study(study)
 
     def progress(trial: int, k: int, result: Any) -> None:
-        click.echo(f"  trial {trial} repeat {k}: accuracy {result.accuracy:.4f} "
-                   f"in {result.seconds:.3f}s", err=True)
+        click.echo(f"  trial {trial} repeat {k}: {metric.name} "
+                   f"{metric.value(result.accuracy):.4f} in {result.seconds:.3f}s", err=True)
 
     verdicts = verifier.verify(study, top=top, repeats=repeats, device=device, device_key=key,
                                on_run=progress)
-    click.echo(f"{'trial':>5}  {'accuracy (mean +- std)':>24}  {'seconds (mean +- std)':>24}"
-               f"  {'runs':>4}  flags")
+    click.echo(f"{'trial':>5}  {metric.name + ' (mean +- std)':>24}  "
+               f"{'seconds (mean +- std)':>24}  {'runs':>4}  flags")
     for v in verdicts:
-        click.echo(f"{v.trial:>5}  {v.accuracy_mean:>14.4f} +- {v.accuracy_std:<6.4f}  "
+        click.echo(f"{v.trial:>5}  {metric.value(v.accuracy_mean):>14.4f} +- "
+                   f"{v.accuracy_std:<6.4f}  "
                    f"{v.seconds_mean:>14.3f} +- {v.seconds_std:<6.3f}  {len(v.repeats) + 1:>4}  "
                    f"{', '.join(v.flags) or 'holds'}")
     click.echo(f"repeats stored in study {name + verifier.SUFFIX!r}; "

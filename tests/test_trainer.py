@@ -172,9 +172,19 @@ def test_a_minimized_metric_makes_a_front_in_the_right_direction(tmp_path: Path)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     lowest = min(-t.values[0] for t in done)  # the study stores scores: -loss
     assert losses[-1] == pytest.approx(lowest)
-    best = json.loads(_invoke("best", "own", "--json", "--storage",
-                              f"sqlite:///{tmp_path / 'own.db'}").output)
+    url = f"sqlite:///{tmp_path / 'own.db'}"
+    best = json.loads(_invoke("best", "own", "--json", "--storage", url).output)
     assert best["metric"] == "loss" and best["accuracy"] > 0
+    reach = losses[len(losses) // 2]  # the fastest config whose loss is at most this
+    picked = json.loads(_invoke("best", "own", "--json", "--storage", url,
+                                "--min-accuracy", str(reach)).output)
+    assert picked["accuracy"] == pytest.approx(reach)
+    for command in (["report", "own", "-o", str(tmp_path / "r.html")],
+                    ["export", "own", "-o", str(tmp_path / "best.yaml")]):
+        assert _invoke(*command, "--storage", url).exit_code == 0
+    exported = yaml.safe_load((tmp_path / "best.yaml").read_text())["measured"]
+    assert exported["metric"] == "loss"  # the knee: a front point, as its loss
+    assert any(exported["val_accuracy"] == pytest.approx(v) for v in losses)
 
 
 def test_the_engine_takes_no_other_metric(tmp_path: Path) -> None:
@@ -242,3 +252,32 @@ def test_time_to_a_minimized_target(tmp_path: Path) -> None:
     for t in reached:  # stopped at the first epoch whose loss was at most the target
         losses = [-p["accuracy"] for p in t.user_attrs["curve"]]
         assert losses[-1] <= 0.4 and all(v > 0.4 for v in losses[:-1])
+
+
+def test_verify_reruns_a_trainers_front_with_its_own_params(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'own.db'}"
+    assert _invoke("run", str(_recipe(tmp_path, trials=5)), "--quiet").exit_code == 0
+    out = _invoke("verify", "own", "--storage", url, "--top", "1", "--repeats", "1")
+    assert out.exit_code == 0, out.output
+    repeats = optuna.load_study(study_name="own:verify", storage=url).trials
+    assert repeats and repeats[0].user_attrs["result"]["accuracy"] > 0.5
+
+
+def test_the_plots_draw_a_minimized_metric_itself_better_up(tmp_path: Path) -> None:
+    from search import metric as metrics
+    from search.reviewing import plots
+
+    path = _recipe(tmp_path, "tests.usertrainers:cross_entropy", trials=8,
+                   metric={"name": "loss", "direction": "minimize"}, floor="none",
+                   space={k: v for k, v in SPACE.items() if k != "width_units"},
+                   baseline={"optimizer": "adam", "lr": 0.01, "batch_size": 32})
+    assert _invoke("run", str(path), "--quiet").exit_code == 0
+    study = optuna.load_study(study_name="own", storage=f"sqlite:///{tmp_path / 'own.db'}")
+    data = plots.pareto_data(study.trials, device=None, metric=metrics.of_study(study))
+    assert all(m.accuracy > 0 for m in data.front)  # the loss, not its score
+    losses = [m.accuracy for m in data.front]  # fastest first
+    assert losses == sorted(losses, reverse=True)
+    fig = plots.pareto_figure(data)
+    assert fig.layout.yaxis.autorange == "reversed"
+    assert fig.layout.yaxis.title.text.startswith("validation loss")
+    assert "loss" in data.front[0].hover

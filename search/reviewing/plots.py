@@ -88,7 +88,9 @@ class ParetoData(NamedTuple):
     unreached) at their last curve point: seconds so far and best accuracy so far.
     Infeasible trials (diverged, out of memory), failed and running ones are left out.
     ``step_x``/``step_y``: ``frontier.step_line`` of the front, extended to the slowest
-    point drawn. ``colors``: the distinct colour values, in legend order.
+    point drawn. ``colors``: the distinct colour values, in legend order. Every accuracy,
+    the floor and ``step_y`` are the study's ``metric`` as a user reads it (a minimized
+    metric is drawn on a reversed axis, so better is up either way).
     """
 
     device: str | None
@@ -101,6 +103,7 @@ class ParetoData(NamedTuple):
     step_x: tuple[float, ...]
     step_y: tuple[float, ...]
     colors: tuple[str, ...]
+    metric: Metric = ACCURACY
 
 
 def _text(value: Any) -> str:
@@ -148,12 +151,13 @@ def _on(trial: FrozenTrial, device: str | None) -> bool:
 
 
 def _hover(number: int, outcome: str, accuracy: float, seconds: float,
-           params: Mapping[str, Any], note: str = "", test: float | None = None) -> str:
+           params: Mapping[str, Any], note: str = "", test: float | None = None,
+           name: str = "accuracy") -> str:
     items = param_items(params)
     rows = [", ".join(items[i:i + 4]) for i in range(0, len(items), 4)]
     tested = "" if test is None else f" (test {test:.4f})"
     head = [f"trial {number} · {outcome}{note}",
-            f"accuracy {accuracy:.4f}{tested} · {seconds:.3f} s"]
+            f"{name} {accuracy:.4f}{tested} · {seconds:.3f} s"]
     return "<br>".join(_text(line) for line in [*head, *rows])
 
 
@@ -173,7 +177,8 @@ def _order(value: Any) -> tuple[int, float, str]:
 
 
 def pareto_data(trials: Iterable[FrozenTrial], *, device: str | None,
-                color_by: str | None = None, floor: float | None = None) -> ParetoData:
+                color_by: str | None = None, floor: float | None = None,
+                metric: Metric = ACCURACY) -> ParetoData:
     """The points of one device's speed/accuracy plot (see ``ParetoData``).
 
     ``device``: a device key (``user_attrs["device"]``); ``None`` picks the device with the
@@ -198,10 +203,11 @@ def pareto_data(trials: Iterable[FrozenTrial], *, device: str | None,
     def marker(number: int, accuracy: float, seconds: float, outcome: str, note: str = ""
                ) -> Marker:
         trial = by_number[number]
-        test = (trial.user_attrs.get("result") or {}).get("test_accuracy")
-        return Marker(number, accuracy, seconds, outcome,
-                      _hover(number, outcome, accuracy, seconds, trial.params, note, test),
-                      color(number))
+        test = metric.value((trial.user_attrs.get("result") or {}).get("test_accuracy"))
+        value = metric.value(accuracy)  # the scores the study ranks, drawn as the metric
+        return Marker(number, value, seconds, outcome,
+                      _hover(number, outcome, value, seconds, trial.params, note, test,
+                             metric.name), color(number))
 
     here = [t for t in trials if _on(t, device)]
     pts = frontier.points(here, floor=floor)
@@ -226,8 +232,9 @@ def pareto_data(trials: Iterable[FrozenTrial], *, device: str | None,
     step_x, step_y = frontier.step_line(front_points, until=until if front_points else None)
     values = {raw.get(m.number) for m in drawn} if color_by else set()
     colors = tuple(MISSING if v is None else _fmt(v) for v in sorted(values, key=_order))
-    return ParetoData(device, color_by, front, dominated, tuple(pruned), below, floor,
-                      tuple(step_x), tuple(step_y), colors)
+    return ParetoData(device, color_by, front, dominated, tuple(pruned), below,
+                      metric.value(floor), tuple(step_x),
+                      tuple(metric.value(y) for y in step_y), colors, metric)
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str, **extra: Any) -> go.Figure:
@@ -251,8 +258,7 @@ def auto_log_time(data: ParetoData) -> bool:
 
 
 def pareto_figure(data: ParetoData, *, log_time: bool | None = None, title: str = "",
-                  verdicts: Sequence[Any] | None = None, metric: Metric = ACCURACY
-                  ) -> go.Figure:
+                  verdicts: Sequence[Any] | None = None) -> go.Figure:
     """Seconds on x, validation accuracy on y: the front as a step line with markers,
     dominated points faded, pruned ones faded and hollow, one colour per value of
     ``data.color_by`` (with a legend). ``verdicts`` (``search.reviewing.verify.Verdict``) add each
@@ -262,7 +268,8 @@ def pareto_figure(data: ParetoData, *, log_time: bool | None = None, title: str 
     if data.step_x:
         fig.add_trace(go.Scatter(x=list(data.step_x), y=list(data.step_y), mode="lines",
                                  line_shape="hv", line={"color": FRONT_COLOR, "width": 1.5},
-                                 name="front (best accuracy within x)", hoverinfo="skip"))
+                                 name=f"front (best {data.metric.name} within x)",
+                                 hoverinfo="skip"))
     palette = {value: PALETTE[i % len(PALETTE)] for i, value in enumerate(data.colors)}
     for value in data.colors:
         # A legend key per colour, drawn as a plain dot whichever sets the value occurs in;
@@ -294,21 +301,22 @@ def pareto_figure(data: ParetoData, *, log_time: bool | None = None, title: str 
                         "line": {"width": 2 if symbol.endswith("open") else 1,
                                  "color": colour if symbol.endswith("open") else "white"}}))
     if verdicts:
-        _add_verdicts(fig, verdicts)
+        _add_verdicts(fig, verdicts, data.metric)
     subtitle = "filled: on the front · faded: dominated"
     if data.pruned:
-        subtitle += " · hollow: pruned (best accuracy so far when stopped)"
+        subtitle += f" · hollow: pruned (best {data.metric.name} so far when stopped)"
     accuracy_range = worth_having_range(data)
     if data.below:
-        subtitle += (" · x: below the accuracy floor" if accuracy_range is None else
+        subtitle += (f" · x: below the {data.metric.name} floor" if accuracy_range is None else
                      f" · {len(data.below)} below the floor, under the axis (double-click: all)")
     if data.floor is not None:
         fig.add_hline(y=data.floor, line_dash="dot", line_color=OTHER_COLOR,
-                      annotation_text=f"accuracy floor {data.floor:.3f}",
+                      annotation_text=f"{data.metric.name} floor {data.floor:.3f}",
                       annotation_position="bottom right")
     if log_time is None:
         log_time = auto_log_time(data)
-    _layout(fig, title, SECONDS_TITLE + (" (log)" if log_time else ""), axis_title(metric),
+    _layout(fig, title, SECONDS_TITLE + (" (log)" if log_time else ""),
+            axis_title(data.metric),
             legend_title_text=_text(data.color_by or ""), hovermode="closest")
     fig.update_layout(title={"subtitle": {"text": subtitle}} if title else None)
     if not title:
@@ -317,7 +325,9 @@ def pareto_figure(data: ParetoData, *, log_time: bool | None = None, title: str 
     if log_time:
         fig.update_xaxes(type="log")
     if accuracy_range is not None:
-        fig.update_yaxes(range=list(accuracy_range))
+        fig.update_yaxes(range=list(accuracy_range))  # reversed for a minimized metric
+    elif not data.metric.maximize:
+        fig.update_yaxes(autorange="reversed")  # lower is better: up is better
     return fig
 
 
@@ -326,21 +336,25 @@ def worth_having_range(data: ParetoData) -> tuple[float, float] | None:
     little over the best point, so the front's differences (a few tenths of a percent
     between configs) are visible instead of a flat line above far worse points; None (the
     axis fits every point) without a floor or a point above it."""
-    above = [m.accuracy for m in (*data.front, *data.dominated, *data.pruned)
-             if data.floor is not None and m.accuracy >= data.floor]
+    score = data.metric.score  # higher is better, as the study ranks it
+    floor = None if data.floor is None else score(data.floor)
+    above = [score(m.accuracy) for m in (*data.front, *data.dominated, *data.pruned)
+             if floor is not None and score(m.accuracy) >= floor]
     if not above:
         return None
-    span = max(max(above) - data.floor, 0.01)
-    return data.floor - 0.25 * span, max(above) + 0.1 * span
+    span = max(max(above) - floor, 0.01)
+    return score(floor - 0.25 * span), score(max(above) + 0.1 * span)
 
 
-def _add_verdicts(fig: go.Figure, verdicts: Sequence[Any]) -> None:
-    hover = [_text(f"trial {v.trial} re-run {len(v.repeats)}x: accuracy "
-                   f"{v.accuracy_mean:.4f} ± {v.accuracy_std:.4f}, seconds "
+def _add_verdicts(fig: go.Figure, verdicts: Sequence[Any], metric: Metric = ACCURACY) -> None:
+    means = [metric.value(v.accuracy_mean) for v in verdicts]
+    hover = [_text(f"trial {v.trial} re-run {len(v.repeats)}x: {metric.name} "
+                   f"{mean:.4f} ± {v.accuracy_std:.4f}, seconds "
                    f"{v.seconds_mean:.3f} ± {v.seconds_std:.3f}"
-                   + (f" · {', '.join(v.flags)}" if v.flags else "")) for v in verdicts]
+                   + (f" · {', '.join(v.flags)}" if v.flags else ""))
+             for v, mean in zip(verdicts, means, strict=True)]
     fig.add_trace(go.Scatter(
-        x=[v.seconds_mean for v in verdicts], y=[v.accuracy_mean for v in verdicts],
+        x=[v.seconds_mean for v in verdicts], y=means,
         mode="markers", name="re-run mean ± std", hovertext=hover, hoverinfo="text",
         marker={"symbol": "diamond", "size": 9, "color": "black"},
         error_x={"type": "data", "array": [v.seconds_std for v in verdicts], "thickness": 1},
@@ -348,7 +362,8 @@ def _add_verdicts(fig: go.Figure, verdicts: Sequence[Any]) -> None:
     flagged = [v for v in verdicts if v.flags]
     if flagged:
         fig.add_trace(go.Scatter(
-            x=[v.seconds_mean for v in flagged], y=[v.accuracy_mean for v in flagged],
+            x=[v.seconds_mean for v in flagged],
+            y=[metric.value(v.accuracy_mean) for v in flagged],
             mode="markers+text", name="flagged", text=[_text(", ".join(v.flags)) for v in flagged],
             textposition="bottom center", hoverinfo="skip",
             marker={"symbol": "x-thin-open", "size": 16, "color": "#d62728",
@@ -391,27 +406,30 @@ def importance_figure(importances_accuracy: Mapping[str, float],
 
 
 def axis_title(metric: Metric) -> str:
-    """The metric's axis: a minimized metric is drawn as its score (negated: up is better)."""
+    """The metric's axis (a minimized metric's runs downward: better is up either way)."""
     return (f"validation {metric.name}" if metric.maximize
-            else f"validation {metric.name}, negated (higher is better)")
+            else f"validation {metric.name} (lower is better: axis reversed)")
 
 
 def curves_figure(curves: Mapping[int, Sequence[Mapping[str, Any]]], *, title: str = "",
-                  metric: Metric = ACCURACY
-                  ) -> go.Figure:
-    """Validation accuracy against cumulative training seconds, one line per trial with a
-    curve (trials whose curve is empty are left out), one marker per epoch."""
+                  metric: Metric = ACCURACY) -> go.Figure:
+    """The validation metric against cumulative training seconds, one line per trial with
+    a curve (trials whose curve is empty are left out), one marker per epoch."""
     fig = go.Figure()
     for number, curve in curves.items():
         if not curve:
             continue
         fig.add_trace(go.Scatter(
-            x=[float(e["seconds"]) for e in curve], y=[float(e["accuracy"]) for e in curve],
+            x=[float(e["seconds"]) for e in curve],
+            y=[metric.value(float(e["accuracy"])) for e in curve],
             mode="lines+markers", name=f"trial {number}", marker={"size": 5},
-            hovertext=[f"trial {number}, epoch {e.get('epoch', '?')}: accuracy "
-                       f"{float(e['accuracy']):.4f} at {float(e['seconds']):.3f} s"
+            hovertext=[f"trial {number}, epoch {e.get('epoch', '?')}: {metric.name} "
+                       f"{metric.value(float(e['accuracy'])):.4f} at {float(e['seconds']):.3f} s"
                        for e in curve], hoverinfo="text"))
-    return _layout(fig, title, SECONDS_TITLE, axis_title(metric), hovermode="closest")
+    _layout(fig, title, SECONDS_TITLE, axis_title(metric), hovermode="closest")
+    if not metric.maximize:
+        fig.update_yaxes(autorange="reversed")
+    return fig
 
 
 def outcomes_figure(counts: Mapping[str, int], *, title: str = "") -> go.Figure:

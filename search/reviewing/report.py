@@ -95,12 +95,12 @@ def status(storage: str, name: str | None = None) -> list[dict[str, Any]]:
         metric = metrics.of_study(study)
         rows.append({
             "study": n,
-            "metric": metric.name,
+            "metric": metric.name, "maximize": metric.maximize,
             "objective": study.user_attrs.get("objective", "pareto" if pareto else "?"),
             "trials": len(trials),
             "outcomes": frontier.outcome_counts(trials),
             "floor": floor,
-            "floor_text": (floors.of_recipe(study.user_attrs.get("recipe")).describe(floor)
+            "floor_text": (floors.of_recipe(study.user_attrs.get("recipe")).describe(floor, metric)
                            if pareto else "none (time-to-accuracy)"),
             "below_floor": sum(frontier.below_floor(t, floor) for t in trials),
             "front_size": len(front),
@@ -122,6 +122,7 @@ def status_table(rows: list[dict[str, Any]]) -> str:
         running = ", ".join(map(str, r["running"])) or "none"
         out.append(f"{r['study']} ({r['objective']}): {r['trials']} trials: {counts}; "
                    f"front {r['front_size']}, best {r['metric']} {best}, fastest {fast}; "
-                   f"{r['metric']} floor {r['floor_text']}, {r['below_floor']} below it; "
+                   f"{r['metric']} floor {r['floor_text']}, {r['below_floor']} "
+                   f"{'below' if r['maximize'] else 'above'} it; "
                    f"running now: {running}")
     return "\n".join(out)

@@ -115,8 +115,9 @@ def _summary(study: optuna.Study, trials: list[optuna.trial.FrozenTrial], pareto
          else "training seconds until the target accuracy (min)"),
         ("trials", f"{len(trials)} ({outcomes})"),
         ("device shown", device or "none"),
-        (f"{metric.name} floor", floors.of_recipe(attrs.get("recipe")).describe(floor)
-         + ("; points below it are not on the front" if floor is not None else "")),
+        (f"{metric.name} floor", floors.of_recipe(attrs.get("recipe")).describe(floor, metric)
+         + (f"; points {'below' if metric.maximize else 'above'} it are not on the front"
+            if floor is not None else "")),
         ("front", f"{len(front)} configs" if front else "no completed trials yet"),
         (f"best {metric.name}", f"{metric.value(max(p.accuracy for p in front)):.4f}"
          if front else "-"),
@@ -189,7 +190,8 @@ def build(study: optuna.Study, *, device: str | None = None, verdicts: Sequence[
     pareto = len(study.directions) == 2
     chosen, note = device_of(trials, device)
     floor = floors.of_study(study, trials)
-    data = plots.pareto_data(trials, device=chosen, color_by=color_by, floor=floor)
+    data = plots.pareto_data(trials, device=chosen, color_by=color_by, floor=floor,
+                             metric=metrics.of_study(study))
     shown = data.device
     by_number = {t.number: t for t in trials}
     front = (frontier.pareto_front(frontier.points(trials, device=shown, floor=floor))
@@ -198,8 +200,7 @@ def build(study: optuna.Study, *, device: str | None = None, verdicts: Sequence[
     kind = "speed/accuracy" if pareto else "time-to-accuracy"
 
     pareto_fig = plots.pareto_figure(data, log_time=log_time, verdicts=verdicts,
-                                     title=f"{name}: {kind} front on {shown}",
-                                     metric=metrics.of_study(study))
+                                     title=f"{name}: {kind} front on {shown}")
     target = study.user_attrs.get("target")
     if not pareto and target is not None:
         pareto_fig.add_hline(y=float(target), line_dash="dot", line_color="#d62728",

@@ -124,7 +124,9 @@ def verify(study: optuna.Study, *, top: int, repeats: int, device: str = "auto",
     """Re-train the ``top`` most accurate front configs ``repeats`` times each, on this
     machine's ``device``, which must be the device the study measured (``device_key``,
     default: the study's most used one)."""
+    from search import metric as metrics
     from search.errors import UserError
+    from search.references import load_callable
     from search.reviewing import frontier
     from search.reviewing.choose import device_of
     from search.training.config import TrainConfig
@@ -132,16 +134,21 @@ def verify(study: optuna.Study, *, top: int, repeats: int, device: str = "auto",
     from search.training.data import load as load_data
     from search.training.engine import train
     from search.training.models import ModelSpec
+    from search.training.run import run_trainer
     from search.training.timing import fingerprint, resolve_device
     from search.tuning import floor as floors
 
     recipe = study.user_attrs.get("recipe") or {}
+    metric = metrics.of_recipe(recipe)
     target = recipe.get("target") if recipe.get("objective") == "time-to-accuracy" else None
-    data_section = dict(recipe.get("data") or {"name": "digits"})
-    if data_section.get("classes") is not None:
-        data_section["classes"] = tuple(data_section["classes"])
-    data = load_data(DataSpec(**data_section))
-    model = ModelSpec(**(recipe.get("model") or {"name": "cnn"}))
+    target = None if target is None else metric.score(target)  # as the study ranks it
+    trainer = load_callable(recipe["train"], "train") if recipe.get("train") else None
+    if trainer is None:
+        data_section = dict(recipe.get("data") or {"name": "digits"})
+        if data_section.get("classes") is not None:
+            data_section["classes"] = tuple(data_section["classes"])
+        data = load_data(DataSpec(**data_section))
+        model = ModelSpec(**(recipe.get("model") or {"name": "cnn"}))
     device_key, _ = device_of(study.get_trials(deepcopy=False), device_key)
     here = fingerprint(resolve_device(device))["key"]
     if here != device_key:
@@ -166,10 +173,15 @@ def verify(study: optuna.Study, *, top: int, repeats: int, device: str = "auto",
         # stops at the target, as the search's runs did, and its seconds are time to target.
         ran = (original.user_attrs.get("result") or {}).get("epochs_run") or base.epochs
         stop_after, callback = (ran, None) if target is None else (None, _at_target(target))
+        extras = {k: v for k, v in original.params.items()  # a trainer's own params
+                  if k not in TrainConfig.fields() and not k.startswith("use_")}
         for k in range(len(verdict.repeats), repeats):
             seed = base.seed + 1000 * (k + 1)  # new seeds, far from the search's
-            result = train(base.replace(seed=seed, stop_after=stop_after), data, model,
-                           device=device, callback=callback)
+            config = base.replace(seed=seed, stop_after=stop_after)
+            result = (train(config, data, model, device=device, callback=callback)
+                      if trainer is None else
+                      run_trainer(trainer, config, device=device, params=extras,
+                                  decide=callback, metric=metric))
             missed = target is not None and result.accuracy < target
             seconds = result.train_seconds if missed else result.seconds  # missed: a bound
             trial = store.ask()

@@ -22,6 +22,7 @@ Pure functions over Optuna trials; no torch.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,9 @@ from typing import Any
 from optuna import Study
 from optuna.trial import FrozenTrial, TrialState
 
+from search import metric as metrics
 from search.errors import UserError
+from search.metric import ACCURACY, Metric
 from search.outcomes import INFEASIBLE
 
 DEFAULT = {"below_baseline": 0.05}
@@ -86,15 +89,17 @@ class Floor:
             return None
         return _interpolate(baseline_curve, seconds) - margin
 
-    def describe(self, resolved: float | None) -> str:
-        """The floor in a few words, for status lines and the report."""
+    def describe(self, resolved: float | None, metric: Metric = ACCURACY) -> str:
+        """The floor in a few words, for status lines and the report, in the metric's
+        units (``resolved`` is a score: a minimized metric's floor is above the baseline)."""
         if self.off:
             return "none"
         if self.accuracy is not None:
-            return f"{self.accuracy:.4f}"
+            return f"{metric.value(self.accuracy):.4f}"
+        side = "below" if metric.maximize else "above"
         if resolved is None:
-            return f"{self.below_baseline:g} below the baseline (not measured yet)"
-        return f"{resolved:.4f} ({self.below_baseline:g} below the baseline)"
+            return f"{self.below_baseline:g} {side} the baseline (not measured yet)"
+        return f"{metric.value(resolved):.4f} ({self.below_baseline:g} {side} the baseline)"
 
     def to_mapping(self) -> dict[str, float] | None:
         if self.accuracy is not None:
@@ -145,8 +150,13 @@ def parse(raw: Any, *, source: str = "") -> Floor:
 
 
 def of_recipe(content: dict[str, Any] | None) -> Floor:
-    """The floor of a stored recipe (a study made before floors existed gets the default)."""
-    return parse((content or {}).get("floor"))
+    """The floor of a stored recipe (a study made before floors existed gets the default),
+    in score units: an absolute floor of a minimized metric is negated, as its scores are."""
+    floor = parse((content or {}).get("floor"))
+    metric = metrics.of_recipe(content)
+    if floor.accuracy is not None and not metric.maximize:
+        return dataclasses.replace(floor, accuracy=metric.score(floor.accuracy))
+    return floor
 
 
 def baseline_trial(trials: Iterable[FrozenTrial], device: str | None = None
