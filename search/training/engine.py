@@ -21,7 +21,7 @@ from search.training.config import TrainConfig
 from search.training.data import Data, DataSpec
 from search.training.data import load as load_data
 from search.training.models import ModelSpec
-from search.training.run import Decide, Diverged, Run, Stop, TrainResult, result_of
+from search.training.run import ENDINGS, Decide, Run, TrainResult, ended, result_of
 from search.training.trick import Context
 
 # A training loss this many times chance level (ln C) counts as divergence: with BatchNorm a
@@ -131,14 +131,8 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
             if early := config.stop(run.curve):
                 outcome, reason = "early-stopped", early
                 break
-    except Diverged as e:
-        outcome, reason = "diverged", str(e)
-    except Stop as e:
-        outcome, reason = "pruned", str(e)
-    except torch.OutOfMemoryError as e:
-        # What the step held is released with this frame; train() then collects and
-        # empties the CUDA cache before the next trial.
-        outcome, reason = "oom", f"out of memory: {str(e).splitlines()[0][:200]}"
+    except ENDINGS as e:  # stopped, diverged, out of memory: what the step held is
+        outcome, reason = ended(e)  # released with this frame; train() empties the cache
     if best_state is not None and outcome != "oom":  # untimed, once: the reported point's
         net.load_state_dict(best_state)
         test_acc = evaluate(step_net, data, config, dev, "test")[0]

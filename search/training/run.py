@@ -50,6 +50,19 @@ class Diverged(Stop):
     """A reported value was not a number: the run diverged."""
 
 
+# What ends a run early without failing its trial (``ended`` names its outcome).
+ENDINGS = (Stop, torch.OutOfMemoryError)
+
+
+def ended(e: BaseException) -> tuple[str, str]:
+    """The outcome and reason of a run that ``e`` (one of ``ENDINGS``) ended."""
+    if isinstance(e, Diverged):
+        return "diverged", str(e)
+    if isinstance(e, Stop):
+        return "pruned", str(e)
+    return "oom", f"out of memory: {str(e).splitlines()[0][:200]}"
+
+
 @dataclass
 class TrainResult:
     """The measurement record of one training run."""
@@ -143,12 +156,8 @@ def run_trainer(trainer: Trainer, config: TrainConfig, *, device: str | torch.de
         with (torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext(),
               config.switches(dev)):
             returned = trainer(run)
-    except Diverged as e:
-        outcome, reason = "diverged", str(e)
-    except Stop as e:
-        outcome, reason = "pruned", str(e)
-    except torch.OutOfMemoryError as e:
-        outcome, reason = "oom", f"out of memory: {str(e).splitlines()[0][:200]}"
+    except ENDINGS as e:
+        outcome, reason = ended(e)
     if not run.curve and outcome == "completed":
         raise RuntimeError("the trainer returned without calling run.report: the study has "
                            "no metric to judge it by")
