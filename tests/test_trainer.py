@@ -281,3 +281,14 @@ def test_the_plots_draw_a_minimized_metric_itself_better_up(tmp_path: Path) -> N
     assert fig.layout.yaxis.autorange == "reversed"
     assert fig.layout.yaxis.title.text.startswith("validation loss")
     assert "loss" in data.front[0].hover
+
+
+def test_reports_every_n_steps_count_fractions_of_an_epoch() -> None:
+    seen: list[float] = []
+    result = run_trainer(usertrainers.half_epochs, TrainConfig(epochs=3), device="cpu",
+                         warm=False, decide=lambda step, *_: seen.append(step))
+    assert seen == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+    assert (result.epochs_run, result.best_epoch) == (3, 3)  # whole epochs: reproducible
+    worse = run_trainer(usertrainers.half_epochs, TrainConfig(epochs=3), device="cpu",
+                        warm=False, decide=lambda step, *_: step == 1.5 and "pruned")
+    assert (worse.outcome, worse.epochs_run, worse.best_epoch) == ("pruned", 2, 2)

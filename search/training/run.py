@@ -9,7 +9,8 @@ A trainer is a function ``train(run)``. The run gives it the sampled config
 - ``with run.timed(): ...`` around what a user pays for (the training steps, not the
   evaluation): the engine's own stopwatch, synchronized at its edges on a GPU and
   nowhere inside;
-- ``run.report(value, step)`` after each epoch with the metric the recipe names (its
+- ``run.report(value, step)`` after each epoch (``step``: epochs done, a fraction for
+  reports every N steps) with the metric the recipe names (its
   value as the user computes it: a minimized metric is turned into a score, higher
   better, here; see ``search/metric.py``): the study's pruner decides there. A stopped
   run raises :class:`Stop` from ``report``; let it through, as with
@@ -113,14 +114,16 @@ class Run:
         """Training seconds so far (the timed regions' sum)."""
         return self._clock.seconds
 
-    def report(self, value: float, step: int | None = None, *, loss: float | None = None,
+    def report(self, value: float, step: float | None = None, *, loss: float | None = None,
                test: float | None = None) -> None:
-        """Record the metric after ``step`` (default: the next, from 1) and let the study
-        decide; raises :class:`Stop` when the run should end here (:class:`Diverged` when
-        the value, or the validation ``loss`` if given, is not a number). ``test``: the
-        metric on the test split at this step, kept for the best step's point."""
+        """Record the metric after ``step`` epochs (default: the next whole one, from 1; a
+        fraction for reports every N steps: the pruner's rungs are fractions of
+        ``config.epochs``) and let the study decide; raises :class:`Stop` when the run
+        should end here (:class:`Diverged` when the value, or the validation ``loss`` if
+        given, is not a number). ``test``: the metric on the test split at this step,
+        kept for the best step's point."""
         value = self.metric.score(float(value))  # the curve holds scores: higher is better
-        step = len(self.curve) + 1 if step is None else int(step)
+        step = len(self.curve) + 1 if step is None else step
         lost = math.nan if loss is None else float(loss)
         tested = {"test": self.metric.score(float(test))} if test is not None else {}
         self.curve.append({"epoch": step, "seconds": self.seconds, "accuracy": value,
@@ -174,7 +177,10 @@ def result_of(run: Run, outcome: str, reason: str, *, test: float | None = None,
     """The record of a finished run: its best report is its point."""
     curve, best, seconds = run.curve, run.best(), run.seconds
     return TrainResult(
-        outcome=outcome, reason=reason, epochs_run=len(curve), best_epoch=best + 1,
+        # Whole epochs: a point reported mid-epoch is reproduced by training through it.
+        outcome=outcome, reason=reason,
+        epochs_run=math.ceil(curve[-1]["epoch"]) if curve else 0,
+        best_epoch=math.ceil(curve[best]["epoch"]) if best >= 0 else 0,
         accuracy=curve[best]["accuracy"] if best >= 0 else 0.0,
         seconds=curve[best]["seconds"] if best >= 0 else 0.0,
         final_accuracy=curve[-1]["accuracy"] if curve else 0.0,

@@ -129,7 +129,7 @@ class Objective:
         curve: list[dict[str, float]] = []
         trial.set_user_attr("curve", curve)  # a retried trial inherits the old one: reset
 
-        def callback(epoch: int, acc: float, loss: float, seconds: float) -> str | None:
+        def callback(epoch: float, acc: float, loss: float, seconds: float) -> str | None:
             curve.append({"epoch": epoch, "seconds": seconds, "accuracy": acc, "loss": loss,
                           "fraction": epoch / config.epochs})
             trial.set_user_attr("curve", curve)
