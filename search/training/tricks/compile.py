@@ -6,7 +6,7 @@ dynamic-shape graph only because an earlier trial used another batch size (a fre
 process, a user's, would compile static shapes first), or hit the recompile limit and
 silently run eager. ``compile`` resets that state first, so every run compiles as a fresh
 process would; ``stats`` then says what the compiler did in the run, stored with the
-result (``TrainResult.compiled``):
+result (``TrainResult.tricks["compile"]``):
 
 - ``compilations``: frames dynamo compiled, a first compile or a recompile (a new batch
   shape, such as a partial last batch, or the switch between training and evaluation);
