@@ -26,6 +26,7 @@ the one the study measured (seconds from different devices are never compared).
 from __future__ import annotations
 
 import statistics
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -184,7 +185,9 @@ def verify(study: optuna.Study, *, top: int, repeats: int, device: str = "auto",
                                   decide=callback, metric=metric))
             missed = target is not None and result.accuracy < target
             seconds = result.train_seconds if missed else result.seconds  # missed: a bound
-            trial = store.ask()
+            with warnings.catch_warnings():  # a repeat is told at once: no heartbeat needed
+                warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                trial = store.ask()
             trial.set_user_attr("original", point.number)
             trial.set_user_attr("seed", seed)
             trial.set_user_attr("result", result.to_dict())
