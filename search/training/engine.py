@@ -52,7 +52,7 @@ def train(config: TrainConfig, data: Data | DataSpec | str = "digits",
     torch.manual_seed(config.seed)
     net = models.build(spec, in_channels=data.channels, num_classes=data.num_classes,
                        **config.model_kwargs())
-    config.check(context(spec, data, net, dev))
+    config.check(context(spec, data, net))
     config.prepare(net)
     try:
         with (torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext(),
@@ -65,14 +65,12 @@ def train(config: TrainConfig, data: Data | DataSpec | str = "digits",
             torch.cuda.empty_cache()
 
 
-def context(spec: ModelSpec, data: Data, net: torch.nn.Module | None = None,
-            dev: torch.device | None = None) -> Context:
+def context(spec: ModelSpec, data: Data, net: torch.nn.Module | None = None) -> Context:
     """What a config is checked against: this model (built, when ``net`` is given) and data."""
     return Context(pretrained=bool(spec.weights),
                    blocks=len(models.blocks_of(net)) if net is not None else None,
                    model_kwargs=models.accepted_kwargs(spec), images=data.images,
-                   flip_invariant=data.spec.flip_invariant,
-                   device_type=dev.type if dev else None)
+                   flip_invariant=data.spec.flip_invariant)
 
 
 def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.device,

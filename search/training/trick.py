@@ -85,7 +85,6 @@ class Context:
     model_kwargs: frozenset[str] | None = None  # build kwargs the model takes (None: all)
     images: bool = True  # the inputs are images (N, C, H, W)
     flip_invariant: bool = False  # the data's labels survive a horizontal flip
-    device_type: str | None = None  # known when training, None at recipe load
 
 
 @dataclass(frozen=True)
