@@ -42,6 +42,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "fp16 + GradScaler": {"precision": "fp16"},
     "bf16 channels-last": {"precision": "bf16", "channels_last": True},
     "bf16 compile": {"precision": "bf16", "compile": True},
+    "fp32 TF32 + cuDNN autotuning": {"tf32": True, "cudnn_benchmark": True},
 }
 
 
@@ -49,15 +50,14 @@ def conv_dtypes(data: Any, cfg: TrainConfig, spec: ModelSpec, dev: torch.device)
     """The dtypes the model's convolutions produce in ``cfg``'s precision and layout: one
     training-mode forward of a batch, hooked (outside any timed run)."""
     seen: set[str] = set()
-    net = models.build(spec, in_channels=data.channels, num_classes=data.num_classes).to(dev)
-    if cfg.channels_last:
-        net = net.to(memory_format=torch.channels_last)
+    net = models.build(spec, in_channels=data.channels, num_classes=data.num_classes)
+    net = cfg.prepare(net).to(dev)  # the run's memory format (and freezing)
     for m in net.modules():
         if isinstance(m, torch.nn.Conv2d):
             m.register_forward_hook(lambda _m, _i, out: seen.add(str(out.dtype)))
-    x, _ = next(data.train_batches(cfg.batch_size, torch.Generator(), cfg.channels_last))
-    with cfg.autocast(dev):
-        net(x)
+    x, _ = next(data.train_batches(cfg.batch_size, torch.Generator()))
+    with cfg.autocast(dev), cfg.switches(dev):
+        net(cfg.inputs(x))
     return sorted(seen)
 
 

@@ -17,7 +17,7 @@ import optuna
 import pytest
 import torch
 
-from benchmarks import efficiency, peers, tasks
+from benchmarks import efficiency, gpu_check, peers, tasks
 from search.reviewing import frontier
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,3 +132,19 @@ def test_the_cifar_sized_task_is_cifar_shaped_and_learnable() -> None:
     grey = (grey - grey.mean(1, keepdim=True)).abs()
     fit = LogisticRegression(max_iter=300).fit(grey[:1000].numpy(), y[:1000].numpy())
     assert fit.score(grey[1000:].numpy(), y[1000:].numpy()) > 0.3
+
+
+@pytest.mark.parametrize("path", list(gpu_check.PATHS))
+def test_every_gpu_check_path_runs_at_toy_size(path: str, monkeypatch: pytest.MonkeyPatch
+                                               ) -> None:
+    from search.training.config import TrainConfig
+    from search.training.engine import train
+    from search.training.models import ModelSpec
+    from search.training.tricks import compile as compiler
+    from tests.usermodels import small_data
+
+    monkeypatch.setattr(compiler, "OPTIONS", {"backend": "eager"})  # no C++ build on CPU
+    cfg = TrainConfig(epochs=1, batch_size=32, **gpu_check.PATHS[path])
+    data, spec, dev = small_data(), ModelSpec("cnn", width=8), torch.device("cpu")
+    assert gpu_check.conv_dtypes(data, cfg, spec, dev)
+    assert train(cfg, data, spec, device=dev, warm=False).outcome == "completed"
