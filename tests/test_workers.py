@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from pathlib import Path
+from unittest import mock
 
 import optuna
 import pytest
@@ -150,3 +151,37 @@ def test_enqueued_configs_each_run_exactly_once_on_four_workers(tmp_path: Path) 
 
     ran = Counter(key(t.params) for t in trials if t.state == TrialState.COMPLETE)
     assert ran == Counter(key(p) for p in [{"lr": 0.003, "batch_size": 128}, *queued])
+    # Four trainings shared the CPU: every trial says so, in its device key too, so its
+    # seconds are never ranked against a worker's that had the machine to itself.
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            assert t.user_attrs["device"].endswith(" shared by 4"), t.user_attrs["device"]
+            assert t.user_attrs["result"]["device"]["shared"] == 4
+
+
+def test_cpu_workers_are_pinned_to_disjoint_cores_where_there_are_enough() -> None:
+    from search.tuning.workers import plan_launch
+
+    url = "journal:///tmp/x.journal"
+    with mock.patch("os.sched_getaffinity", return_value={0, 1, 2, 3, 4}, create=True):
+        two = plan_launch(2, None, url)
+        six = plan_launch(6, None, url)
+    assert two.cores == ((0, 1), (2, 3)) and two.threads == 2 and two.shared == (2, 2)
+    assert six.cores == () and six.threads == 1 and six.shared == (6,) * 6  # too few cores
+    named = plan_launch(1, "cuda:0,cuda:1,cuda:0", url)
+    assert named.shared == (2, 1, 2) and named.cores == () and named.threads == 0
+    alone = plan_launch(1, None, "sqlite:///x.db")
+    assert alone.shared == () and alone.cores == ()
+
+
+def test_the_device_key_says_how_many_trainings_shared_the_device(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from search.training.timing import fingerprint
+
+    alone = fingerprint(torch.device("cpu"))
+    monkeypatch.setenv("SEARCH_SHARED", "3")
+    shared = fingerprint(torch.device("cpu"))
+    assert shared["key"] == alone["key"] + " shared by 3" and shared["shared"] == 3
+    assert alone["shared"] == 1 and alone["cores"]

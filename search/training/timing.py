@@ -18,6 +18,7 @@ any timed region, so the first trial of each precision is not penalized.
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from typing import Any
@@ -95,11 +96,17 @@ def warm_up(device: torch.device, config: Any = None) -> None:
 
 
 def fingerprint(device: torch.device) -> dict[str, Any]:
-    """What the measured seconds depend on: the device, its software, the threads."""
+    """What the measured seconds depend on: the device, its software, the threads, the
+    cores this process may run on, and how many trainings share the device
+    (``$SEARCH_SHARED``, set by ``search run --workers``). Seconds measured under other
+    contention carry another key, so they are never ranked against these."""
+    shared = int(os.environ.get("SEARCH_SHARED", "1"))
     info: dict[str, Any] = {
         "device_type": device.type,
         "cpu": _cpu_model(),
         "threads": torch.get_num_threads(),
+        "cores": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "shared": shared,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
     }
@@ -107,8 +114,9 @@ def fingerprint(device: torch.device) -> dict[str, Any]:
         info["device_name"] = torch.cuda.get_device_name(device)
     else:
         info["device_name"] = info["cpu"]
-    info["key"] = (f"cuda:{info['device_name']}" if device.type == "cuda"
-                   else f"cpu:{info['cpu']} x{info['threads']}")
+    info["key"] = ((f"cuda:{info['device_name']}" if device.type == "cuda"
+                    else f"cpu:{info['cpu']} x{info['threads']}")
+                   + (f" shared by {shared}" if shared > 1 else ""))
     return info
 
 

@@ -62,6 +62,9 @@ def work(study: optuna.Study, plan: Plan, *, trials: int | None = None,
     # Our bars and one-line messages replace Optuna's log lines (and its tracebacks of
     # trials we fail on purpose: interrupted, surplus).
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if os.environ.get("SEARCH_CORES") and hasattr(os, "sched_setaffinity"):
+        # Pinned by `search run --workers`: disjoint cores per worker where the OS allows.
+        os.sched_setaffinity(0, {int(c) for c in os.environ["SEARCH_CORES"].split(",")})
     if threads:
         torch.set_num_threads(threads)
     budget = study.user_attrs.get("budget") or {}

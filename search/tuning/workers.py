@@ -29,6 +29,10 @@ class Launch:
 
     devices: tuple[str, ...]  # one worker per entry
     threads: int  # torch threads per worker
+    # Per worker: the CPU cores it is pinned to (disjoint; empty: not pinned), and how many
+    # trainings share its device (recorded with every trial: part of the device key).
+    cores: tuple[tuple[int, ...], ...] = ()
+    shared: tuple[int, ...] = ()
 
 
 def plan_launch(workers: int, devices: str | None, storage: str) -> Launch:
@@ -42,9 +46,15 @@ def plan_launch(workers: int, devices: str | None, storage: str) -> Launch:
         raise UserError(f"--workers {count}: SQLite cannot take several writing processes; "
                         f"use --storage journal:///studies/NAME.journal (a local journal "
                         f"file) or a postgresql:// URL")
-    cores = os.cpu_count() or 1
-    return Launch(names or ("cpu" if count > 1 else "auto",) * count,
-                  max(1, cores // count) if not names else 0)
+    if names:  # one worker per named device; a device named twice is shared
+        return Launch(names, 0, shared=tuple(names.count(n) for n in names))
+    allowed = (sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else list(range(os.cpu_count() or 1)))
+    per = max(1, len(allowed) // count)
+    pinned = (tuple(tuple(allowed[i * per:(i + 1) * per]) for i in range(count))
+              if count > 1 and len(allowed) >= count else ())
+    return Launch(("cpu" if count > 1 else "auto",) * count, per, pinned,
+                  (count,) * count if count > 1 else ())
 
 
 def launch(study: optuna.Study, storage: str, launch_plan: Launch, *, trials: int | None,
@@ -53,10 +63,14 @@ def launch(study: optuna.Study, storage: str, launch_plan: Launch, *, trials: in
     from tqdm.auto import tqdm
 
     procs = []
-    for device in launch_plan.devices:
+    for i, device in enumerate(launch_plan.devices):
         cmd = [sys.executable, "-m", "search", "worker", study.study_name, "--storage", storage,
                "--device", device, "--quiet"]
         env = dict(os.environ)
+        if launch_plan.shared:
+            env["SEARCH_SHARED"] = str(launch_plan.shared[i])
+        if launch_plan.cores:
+            env["SEARCH_CORES"] = ",".join(map(str, launch_plan.cores[i]))
         if launch_plan.threads:
             cmd += ["--threads", str(launch_plan.threads)]
             env["OMP_NUM_THREADS"] = str(launch_plan.threads)
