@@ -9,7 +9,6 @@ config's building blocks, the ones a user's loop imports; the loop only steps. S
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import math
 
@@ -21,7 +20,7 @@ from search.training.config import TrainConfig
 from search.training.data import Data, DataSpec
 from search.training.data import load as load_data
 from search.training.models import ModelSpec
-from search.training.run import ENDINGS, Decide, Run, TrainResult, ended, result_of
+from search.training.run import ENDINGS, Decide, Run, TrainResult, ended, on_device, result_of
 from search.training.trick import Context
 
 # A training loss this many times chance level (ln C) counts as divergence: with BatchNorm a
@@ -55,9 +54,8 @@ def train(config: TrainConfig, data: Data | DataSpec | str = "digits",
     config.check(context(spec, data, net))
     config.prepare(net)
     try:
-        with (torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext(),
-              config.switches(dev)):
-            return _run(config, data, net.to(dev), dev, callback)  # streams, events: dev's
+        with on_device(config, dev):
+            return _run(config, data, net.to(dev), dev, callback)
     finally:
         del net
         if dev.type == "cuda":  # free the device memory for the next trial now

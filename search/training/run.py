@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -143,6 +143,15 @@ class Run:
         return -max(finite)[1] if finite else -1
 
 
+@contextlib.contextmanager
+def on_device(config: TrainConfig, dev: torch.device) -> Iterator[None]:
+    """Where a run trains: its CUDA device current (the streams and events it makes are
+    that device's) and the config's process-wide switches set (TF32, cuDNN autotuning)."""
+    with (torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext(),
+          config.switches(dev)):
+        yield
+
+
 def run_trainer(trainer: Trainer, config: TrainConfig, *, device: str | torch.device = "auto",
                 params: dict[str, Any] | None = None, decide: Decide | None = None,
                 metric: Metric = ACCURACY, warm: bool = True) -> TrainResult:
@@ -156,8 +165,7 @@ def run_trainer(trainer: Trainer, config: TrainConfig, *, device: str | torch.de
     run = Run(config, dev, params=params, decide=decide, metric=metric)
     outcome, reason, returned = "completed", "", None
     try:
-        with (torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext(),
-              config.switches(dev)):
+        with on_device(config, dev):
             returned = trainer(run)
     except ENDINGS as e:
         outcome, reason = ended(e)

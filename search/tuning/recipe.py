@@ -58,8 +58,8 @@ class Recipe:
 
     def baseline_config(self):  # noqa: ANN201 - a TrainConfig, imported lazily (torch)
         """The baseline's TrainConfig: its fields over the recipe's schedule length."""
-        baseline = self.baseline if not self.train else _config_keys(self.baseline)
-        return baseline_config(baseline, self.epochs, f"{self.path}: baseline")
+        fields, _ = baseline_parts(self.baseline, bool(self.train))
+        return baseline_config(fields, self.epochs, f"{self.path}: baseline")
 
     def train_one(self, config: Any, *, device: str = "auto", callback: Any = None) -> Any:
         """Train ``config`` once on this recipe's task: with its data and model through the
@@ -70,10 +70,9 @@ class Recipe:
             return train(config, self.data_spec(), self.model_spec(), device=device,
                          callback=callback)
         from search.references import load_callable
-        from search.training.config import TrainConfig
         from search.training.run import run_trainer
 
-        params = {k: v for k, v in self.baseline.items() if k not in TrainConfig.fields()}
+        _, params = baseline_parts(self.baseline, True)
         return run_trainer(load_callable(self.train, "train"), config, device=device,
                            params=params, decide=callback,
                            metric=metrics.parse(self.metric, source=str(self.path)))
@@ -199,8 +198,7 @@ def load(path: str | Path) -> Recipe:
     baseline = raw.get("baseline") or {}
     if not isinstance(baseline, dict):
         raise err("baseline", "must be a mapping of training configuration fields")
-    baseline_config(baseline if train is None else _config_keys(baseline), epochs,
-                    f"{src}: baseline")
+    baseline_config(baseline_parts(baseline, train is not None)[0], epochs, f"{src}: baseline")
     description = raw.get("description", "")
     return Recipe(path=path, name=name, data=data, model=model, space=space_path,
                   epochs=epochs, objective=objective, target=target, trials=trials,
@@ -272,8 +270,15 @@ def baseline_config(baseline: dict[str, Any], epochs: int, source: str) -> Any:
     return TrainConfig.from_mapping({"epochs": epochs, **baseline}, source=source)
 
 
-def _config_keys(baseline: dict[str, Any]) -> dict[str, Any]:
-    """A trainer recipe's baseline without its extra params (the space's own dimensions)."""
+def baseline_parts(baseline: dict[str, Any], trainer: bool
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A baseline's config fields and its trainer params: for a recipe naming its own
+    trainer, the keys that are not config fields (the space's own dimensions); for the
+    engine, none (an unknown key is then the config's error)."""
+    if not trainer:
+        return baseline, {}
     from search.training.config import TrainConfig
 
-    return {k: v for k, v in baseline.items() if k in TrainConfig.fields()}
+    fields = TrainConfig.fields()
+    return ({k: v for k, v in baseline.items() if k in fields},
+            {k: v for k, v in baseline.items() if k not in fields})

@@ -18,7 +18,7 @@ from search.errors import UserError
 from search.files import load_yaml
 from search.tuning.floor import BASELINE_ATTR, Floor, of_recipe
 from search.tuning.pruning import make_pruner
-from search.tuning.recipe import Recipe
+from search.tuning.recipe import Recipe, baseline_config, baseline_parts
 from search.tuning.storage import mask_url, open_storage
 
 PROBE_ATTR = "probe"  # user attribute of an enqueued probe: the trick it applies
@@ -91,7 +91,6 @@ class Plan:
         """Validate a recipe's content: loads its data once to count the model's blocks
         (``frozen_layers: {high: max}``) and to fail on bad data before any storage."""
         from search.training import models
-        from search.training.config import TrainConfig
         from search.training.data import DataSpec
         from search.training.data import load as load_data
         from search.training.engine import context
@@ -109,13 +108,8 @@ class Plan:
         built = models.build(model, in_channels=models.input_channels(model, loaded.channels),
                              num_classes=loaded.num_classes)  # weights exist and fit
         ctx = context(model, loaded, built)
-        text = content.get("space")
-        raw = load_yaml(text) if text else None
-        if raw is not None and not isinstance(raw, dict):
-            raise UserError(f"space: expected a mapping, got a {type(raw).__name__}",
-                            source=source)
-        base = TrainConfig.from_mapping({"epochs": content["epochs"], **content["baseline"]},
-                                        source=f"{source}: baseline")
+        raw = _space_mapping(content, source)
+        base = baseline_config(content["baseline"], content["epochs"], f"{source}: baseline")
         try:
             base.check(ctx)
         except UserError as e:
@@ -134,24 +128,15 @@ class Plan:
         """A recipe whose ``train:`` names a user's trainer: no data or model to load; the
         space may hold the trainer's own params, and the baseline their trial-0 values."""
         from search.references import load_callable
-        from search.training.config import TrainConfig
         from search.tuning import space as spaces
 
         trainer = load_callable(content["train"], "train")
-        fields = TrainConfig.fields()
-        given = content["baseline"]
-        base = TrainConfig.from_mapping(
-            {"epochs": content["epochs"], **{k: v for k, v in given.items() if k in fields}},
-            source=f"{source}: baseline")
-        text = content.get("space")
-        raw = load_yaml(text) if text else None
-        if raw is not None and not isinstance(raw, dict):
-            raise UserError(f"space: expected a mapping, got a {type(raw).__name__}",
-                            source=source)
+        fields, extras = baseline_parts(content["baseline"], True)
+        base = baseline_config(fields, content["epochs"], f"{source}: baseline")
+        raw = _space_mapping(content, source)
         space = (spaces.parse(raw, source=f"{source}: space", base=base, extras=True)
                  if raw else spaces.Space(None, ()))
         params = {d.name for d in space.dimensions if d.extra}
-        extras = {k: v for k, v in given.items() if k not in fields}
         for key in extras:
             if key not in params:
                 raise UserError(f"baseline.{key}: neither a config field nor a param of the "
@@ -170,6 +155,16 @@ class Plan:
         if self.objective == "pareto":
             return optuna.pruners.NopPruner()
         return make_pruner(self.content["pruner"]) or optuna.pruners.NopPruner()
+
+
+def _space_mapping(content: dict[str, Any], source: str) -> dict[str, Any] | None:
+    """The recipe's stored space text as a mapping (None: the recipe has no space)."""
+    text = content.get("space")
+    raw = load_yaml(text) if text else None
+    if raw is not None and not isinstance(raw, dict):
+        raise UserError(f"space: expected a mapping, got a {type(raw).__name__}",
+                        source=source)
+    return raw
 
 
 def plan_for(recipe: Recipe) -> Plan:
