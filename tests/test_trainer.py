@@ -124,6 +124,9 @@ def test_a_trainer_that_raises_fails_its_trial_and_the_study_goes_on(tmp_path: P
     ("no colon", {}, ["train", "module:function"]),
     ("tests.usertrainers:linear", {"data": {"name": "digits"}}, ["data", "train"]),
     ("tests.usertrainers:linear", {"baseline": {"depth_units": 3}}, ["baseline.depth_units"]),
+    ("tests.usertrainers:linear",
+     {"space": {**SPACE, "width_units": {"choices": [4, 8], "optional": True}}},
+     ["width_units.optional", "always sampled"]),
 ])
 def test_a_bad_trainer_recipe_is_one_line(tmp_path: Path, trainer: str, fields: dict,
                                           names: list[str]) -> None:

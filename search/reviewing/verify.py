@@ -174,8 +174,9 @@ def verify(study: optuna.Study, *, top: int, repeats: int, device: str = "auto",
         # stops at the target, as the search's runs did, and its seconds are time to target.
         ran = (original.user_attrs.get("result") or {}).get("epochs_run") or base.epochs
         stop_after, callback = (ran, None) if target is None else (None, _at_target(target))
-        extras = {k: v for k, v in original.params.items()  # a trainer's own params
-                  if k not in TrainConfig.fields() and not k.startswith("use_")}
+        fields = TrainConfig.fields()  # the rest of a trial's params are its trainer's own
+        extras = {k: v for k, v in original.params.items() if k not in fields
+                  and not (k.startswith("use_") and k.removeprefix("use_") in fields)}
         for k in range(len(verdict.repeats), repeats):
             seed = base.seed + 1000 * (k + 1)  # new seeds, far from the search's
             config = base.replace(seed=seed, stop_after=stop_after)

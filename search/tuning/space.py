@@ -299,8 +299,11 @@ def _dimension(name: str, spec: Any, source: str, seen: list[str],
             raise fail(key, str(e), value) from None
 
     when = _when(spec.get("when"), name, source, seen)
-    if when and name not in FIELDS:
-        raise fail("when", "a trainer's own param is always sampled: no condition", spec["when"])
+    if name not in FIELDS:
+        for key in ("when", "optional"):  # Space.extras samples every param, always
+            if spec.get(key):
+                raise fail(key, "a trainer's own param is always sampled: no condition",
+                           spec[key])
     optional = spec.get("optional", False)
     if not isinstance(optional, bool):
         raise fail("optional", "must be true or false", optional)
