@@ -340,14 +340,14 @@ def pareto(name: str, storage: str | None, device_key: str | None, output: str |
     from search.tuning import floor as floors
 
     study = chooser.load_study(name, _storage(name, storage))
-    device, note = chooser.device_of(study.get_trials(deepcopy=False), device_key)
+    trials = chooser.read(study)
+    device, note = chooser.device_of(trials, device_key)
     if note:
         click.echo(note, err=True)
-    trials = study.get_trials(deepcopy=False)
     data = plots.pareto_data(trials, device=device, color_by=color_by,
                              floor=floors.of_study(study, trials),
                              metric=metrics.of_study(study))
-    verdicts = _verdicts(study, device)
+    verdicts = _verdicts(study, device, trials)
     fig = plots.pareto_figure(data, log_time=log_time, verdicts=verdicts,
                               title=f"{name} on {device}")
     output = output or f"studies/{name}-pareto.html"
@@ -358,12 +358,12 @@ def pareto(name: str, storage: str | None, device_key: str | None, output: str |
     click.echo(f"wrote {output}")
 
 
-def _verdicts(study: Any, device: str | None) -> Any:
+def _verdicts(study: Any, device: str | None, trials: Any) -> Any:
     """The stored `search verify` repeats on ``device`` as flagged verdicts, or None."""
     from search.reviewing import verify as verifier
 
     repeats = verifier.stored_repeats(study, device)
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    trials = {t.number: t for t in trials}
     verdicts = [verifier.Verdict(n, (trials[n].values[0], trials[n].values[-1]), r)
                 for n, r in repeats.items() if n in trials and len(trials[n].values) == 2]
     return verifier.flag(verdicts) if verdicts else None
@@ -383,13 +383,14 @@ def report(name: str, storage: str | None, device_key: str | None, output: str |
     from search.reviewing import report_html
 
     study = chooser.load_study(name, _storage(name, storage))
-    device, note = chooser.device_of(study.get_trials(deepcopy=False), device_key)
+    trials = chooser.read(study)
+    device, note = chooser.device_of(trials, device_key)
     if note:
         click.echo(note, err=True)
-    verdicts = _verdicts(study, device)
+    verdicts = _verdicts(study, device, trials)
     path = output or f"studies/{name}-report.html"
     report_html.write(study, path, device=device, verdicts=verdicts, color_by=color_by,
-                      log_time=log_time)
+                      log_time=log_time, trials=trials)
     click.echo(f"wrote {path}")
 
 
@@ -408,7 +409,7 @@ def verify(name: str, storage: str | None, device_key: str | None, top: int, rep
     from search.reviewing import verify as verifier
 
     study = chooser.load_study(name, _storage(name, storage))
-    key, note = chooser.device_of(study.get_trials(deepcopy=False), device_key)
+    key, note = chooser.device_of(chooser.read(study), device_key)
     if note:
         click.echo(note, err=True)
     metric = metrics.of_study(study)

@@ -257,7 +257,7 @@ def test_prune_stops_dominated_trials_in_the_documented_order(own: tuple[float, 
                                                               rank: int) -> None:
     s = rung_3_study()
     trial = s.ask()
-    assert ParetoSuccessiveHalving(eta=3).prune(s, trial.number, rising(own, 3)) == ranked(rank)
+    assert ParetoSuccessiveHalving(eta=3).prune(s, trial, rising(own, 3)) == ranked(rank)
 
 
 @pytest.mark.parametrize(
@@ -269,7 +269,7 @@ def test_prune_stops_dominated_trials_in_the_documented_order(own: tuple[float, 
 def test_prune_keeps_every_trial_on_the_front(own: tuple[float, float]) -> None:
     s = rung_3_study()
     trial = s.ask()
-    assert ParetoSuccessiveHalving(eta=3).prune(s, trial.number, rising(own, 3)) is None
+    assert ParetoSuccessiveHalving(eta=3).prune(s, trial, rising(own, 3)) is None
 
 
 def test_prune_keeps_the_10x_faster_trial_against_the_baseline() -> None:
@@ -277,7 +277,7 @@ def test_prune_keeps_the_10x_faster_trial_against_the_baseline() -> None:
     s = study()
     add(s, rising((0.95, 0.50), 3), baseline=True)
     trial = s.ask()
-    assert ParetoSuccessiveHalving(eta=3).prune(s, trial.number, rising((0.94, 0.05), 3)) is None
+    assert ParetoSuccessiveHalving(eta=3).prune(s, trial, rising((0.94, 0.05), 3)) is None
 
 
 def test_prune_keeps_n_over_eta_beyond_the_front() -> None:
@@ -287,10 +287,10 @@ def test_prune_keeps_n_over_eta_beyond_the_front() -> None:
     # At eta=2, 5 trials keep 2. (0.75, 22) is dominated by (0.8, 20) and (0.78, 21):
     # front 1 is {(0.78, 21)}, then (0.75, 22), then (0.7, 25); it ranks 4th of 5.
     pruner = ParetoSuccessiveHalving(eta=2, min_resource=3)
-    assert pruner.prune(s, trial.number, rising((0.75, 22.0), 3)) == ranked(4, 5, 2, 2)
+    assert pruner.prune(s, trial, rising((0.75, 22.0), 3)) == ranked(4, 5, 2, 2)
     # Front 1, ranked 3rd of 5: outside the top 2 and off the front.
     trial = s.ask()
-    assert pruner.prune(s, trial.number, rising((0.79, 20.5), 3)) == ranked(3, 5, 2, 2)
+    assert pruner.prune(s, trial, rising((0.79, 20.5), 3)) == ranked(3, 5, 2, 2)
 
 
 def test_prune_keeps_a_dominated_trial_within_the_top_n_over_eta() -> None:
@@ -299,7 +299,7 @@ def test_prune_keeps_a_dominated_trial_within_the_top_n_over_eta() -> None:
         add(s, rising(point, 3))
     trial = s.ask()
     # 9 trials keep 3: front 0 takes two places, (0.75, 22) is third.
-    assert ParetoSuccessiveHalving(eta=3).prune(s, trial.number, rising((0.75, 22.0), 3)) is None
+    assert ParetoSuccessiveHalving(eta=3).prune(s, trial, rising((0.75, 22.0), 3)) is None
 
 
 def floor_study() -> optuna.Study:
@@ -315,12 +315,12 @@ def test_prune_ranks_a_point_below_the_floor_after_the_others() -> None:
     pruner = ParetoSuccessiveHalving(eta=3, floor=Floor(below_baseline=0.05))
     # At 2.5 s the baseline was at 0.925 (between 0.90 and 0.95): the floor is 0.875.
     # (0.70, 2.5) is faster than the baseline (non-dominated) but below it.
-    assert pruner.prune(s, trial.number, rising((0.70, 2.5), 3)) == ranked(
+    assert pruner.prune(s, trial, rising((0.70, 2.5), 3)) == ranked(
         2, 2, where="below the accuracy floor")
     # Without a floor the same point is on the front and continues.
-    assert ParetoSuccessiveHalving(eta=3).prune(s, trial.number, rising((0.70, 2.5), 3)) is None
+    assert ParetoSuccessiveHalving(eta=3).prune(s, trial, rising((0.70, 2.5), 3)) is None
     # At or above the rung's floor it is worth having, and on the front.
-    assert pruner.prune(s, trial.number, rising((0.88, 2.5), 3)) is None
+    assert pruner.prune(s, trial, rising((0.88, 2.5), 3)) is None
 
 
 def test_prune_floor_compares_at_equal_seconds_not_equal_epochs() -> None:
@@ -329,15 +329,15 @@ def test_prune_floor_compares_at_equal_seconds_not_equal_epochs() -> None:
     pruner = ParetoSuccessiveHalving(eta=3, floor=Floor(below_baseline=0.05))
     # Three cheap epochs in 0.5 s, half the baseline's first: held to half its accuracy
     # there (0.40), less the margin: 0.35.
-    assert pruner.prune(s, trial.number, rising((0.36, 0.5), 3)) is None
-    assert pruner.prune(s, trial.number, rising((0.34, 0.5), 3)) is not None
+    assert pruner.prune(s, trial, rising((0.36, 0.5), 3)) is None
+    assert pruner.prune(s, trial, rising((0.34, 0.5), 3)) is not None
     # Between the baseline's epochs, interpolated: 0.85 at 1.5 s, floor 0.80.
-    assert pruner.prune(s, trial.number, rising((0.81, 1.5), 3)) is None
-    assert pruner.prune(s, trial.number, rising((0.79, 1.5), 3)) is not None
+    assert pruner.prune(s, trial, rising((0.81, 1.5), 3)) is None
+    assert pruner.prune(s, trial, rising((0.79, 1.5), 3)) is not None
     # An absolute floor is shifted by the baseline's final margin: 0.95 - 0.90 = 0.05.
     absolute = ParetoSuccessiveHalving(eta=3, floor=Floor(accuracy=0.90))
-    assert absolute.prune(s, trial.number, rising((0.87, 2.5), 3)) is not None
-    assert absolute.prune(s, trial.number, rising((0.88, 2.5), 3)) is None
+    assert absolute.prune(s, trial, rising((0.87, 2.5), 3)) is not None
+    assert absolute.prune(s, trial, rising((0.88, 2.5), 3)) is None
 
 
 def test_prune_never_stops_the_baseline() -> None:
@@ -345,7 +345,7 @@ def test_prune_never_stops_the_baseline() -> None:
     add(s, rising((0.99, 1.0), 3))
     trial = s.ask()
     trial.set_user_attr("baseline", True)
-    assert ParetoSuccessiveHalving(eta=3).prune(s, trial.number, rising((0.5, 20.0), 3)) is None
+    assert ParetoSuccessiveHalving(eta=3).prune(s, trial, rising((0.5, 20.0), 3)) is None
 
 
 def test_prune_counts_running_trials_and_skips_failed_and_unreached() -> None:
@@ -357,7 +357,7 @@ def test_prune_counts_running_trials_and_skips_failed_and_unreached() -> None:
     s.add_trial(create_trial(state=TrialState.COMPLETE, values=[0.1, 1.0]))  # no curve
     trial = s.ask()
     pruner = ParetoSuccessiveHalving(eta=3, min_trials_at_rung=2)
-    assert pruner.prune(s, trial.number, rising((0.5, 20.0), 3)) == ranked(2, 2)
+    assert pruner.prune(s, trial, rising((0.5, 20.0), 3)) == ranked(2, 2)
 
 
 def test_prune_waits_for_min_trials_at_rung() -> None:
@@ -365,10 +365,10 @@ def test_prune_waits_for_min_trials_at_rung() -> None:
     add(s, rising((0.9, 10.0), 3))
     trial = s.ask()
     c = rising((0.5, 20.0), 3)
-    assert ParetoSuccessiveHalving(eta=3, min_trials_at_rung=3).prune(s, trial.number, c) is None
-    assert ParetoSuccessiveHalving(eta=3, min_trials_at_rung=2).prune(s, trial.number, c)
+    assert ParetoSuccessiveHalving(eta=3, min_trials_at_rung=3).prune(s, trial, c) is None
+    assert ParetoSuccessiveHalving(eta=3, min_trials_at_rung=2).prune(s, trial, c)
     # The default decides from two: a second trial dominated by the first is stopped.
-    assert ParetoSuccessiveHalving(eta=3).prune(s, trial.number, c)
+    assert ParetoSuccessiveHalving(eta=3).prune(s, trial, c)
 
 
 def test_prune_decides_each_rung_once() -> None:
@@ -376,10 +376,10 @@ def test_prune_decides_each_rung_once() -> None:
     trial = s.ask()
     pruner = ParetoSuccessiveHalving(eta=3)
     c = rising((0.75, 22.0), 3)
-    assert pruner.prune(s, trial.number, c[:2]) is None  # between rungs 1 and 3
-    assert pruner.prune(s, trial.number, c) is not None  # crosses rung 3
+    assert pruner.prune(s, trial, c[:2]) is None  # between rungs 1 and 3
+    assert pruner.prune(s, trial, c) is not None  # crosses rung 3
     c.append({"epoch": 4, "seconds": 30.0, "accuracy": 0.76, "loss": 0.2})
-    assert pruner.prune(s, trial.number, c) is None  # still before rung 9: decided already
+    assert pruner.prune(s, trial, c) is None  # still before rung 9: decided already
 
 
 def test_prune_decides_rung_1_at_the_first_epoch() -> None:
@@ -387,14 +387,14 @@ def test_prune_decides_rung_1_at_the_first_epoch() -> None:
     add(s, rising((0.9, 10.0), 3))
     trial = s.ask()
     pruner = ParetoSuccessiveHalving(eta=3, min_trials_at_rung=2)
-    assert pruner.prune(s, trial.number, curve((0.1, 9.0))) == ranked(2, 2, level=1)
+    assert pruner.prune(s, trial, curve((0.1, 9.0))) == ranked(2, 2, level=1)
 
 
 def test_prune_uses_own_curve_not_the_stored_one() -> None:
     s = rung_3_study()
     trial = s.ask()
     trial.set_user_attr("curve", rising((0.1, 90.0), 3))  # stale or wrong: must be ignored
-    assert ParetoSuccessiveHalving(eta=3).prune(s, trial.number, rising((0.95, 10.0), 3)) is None
+    assert ParetoSuccessiveHalving(eta=3).prune(s, trial, rising((0.95, 10.0), 3)) is None
 
 
 def test_prune_by_seconds_decides_the_highest_rung_crossed() -> None:
@@ -404,7 +404,7 @@ def test_prune_by_seconds_decides_the_highest_rung_crossed() -> None:
     pruner = ParetoSuccessiveHalving(eta=3, min_trials_at_rung=2, resource="seconds",
                                      min_resource=1.0)
     # One epoch of 12 seconds crosses rungs 1, 3 and 9 at once; rung 9 is decided.
-    reason = pruner.prune(s, trial.number, curve((0.4, 12.0)))
+    reason = pruner.prune(s, trial, curve((0.4, 12.0)))
     assert reason == ("rung 9 seconds: dominated, ranked 2 of 2 (keeps the front and the "
                       "top 1 at eta=3)")
 
@@ -417,7 +417,7 @@ def test_prune_compares_only_trials_on_the_same_device() -> None:
     trial.set_user_attr("device", "cpu:test")
     pruner = ParetoSuccessiveHalving(eta=3)
     # Only the cpu trial competes, and this one dominates it.
-    assert pruner.prune(s, trial.number, rising((0.5, 40.0), 3)) is None
+    assert pruner.prune(s, trial, rising((0.5, 40.0), 3)) is None
 
 
 def test_tpe_keeps_sampling_when_stopped_trials_complete_with_their_points() -> None:
@@ -435,7 +435,7 @@ def test_tpe_keeps_sampling_when_stopped_trials_complete_with_their_points() -> 
             c.append({"epoch": epoch, "seconds": epoch * 1.0,
                       "accuracy": (1.0 - x) * (1.0 - 0.5**epoch), "loss": 1.0})
             trial.set_user_attr("curve", c)
-            reason = pruner.prune(s, trial.number, c)
+            reason = pruner.prune(s, trial, c)
             if reason is not None:
                 trial.set_user_attr("outcome", "pruned")
                 trial.set_user_attr("reason", reason)
@@ -475,10 +475,10 @@ def test_fraction_rungs_judge_each_run_at_the_same_phase_of_its_schedule() -> No
     trial = s.ask()
     # Epoch 1 of 9 is rung 1/9, where the 2-epoch run's point is its epoch 1 (0.70 at 1 s):
     # (0.20, 1 s) is dominated there.
-    assert pruner.prune(s, trial.number, long[:1]) is not None
+    assert pruner.prune(s, trial, long[:1]) is not None
     # At rung 1/3 (epoch 3 of 9) it is compared with the 2-epoch run at epoch 1 of 2
     # (half its schedule, the first entry past 1/3): (0.90, 3 s) vs (0.70, 1 s), a trade-off.
-    assert pruner.prune(s, trial.number, long) is None
+    assert pruner.prune(s, trial, long) is None
     assert point_at(schedule([0.70, 0.90], 2), 1 / 3, "fraction") == (0.70, 1.0)
     assert point_at(curve((0.5, 1.0)), 1 / 3, "fraction") is None  # no fraction stored
 

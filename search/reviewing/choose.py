@@ -29,16 +29,22 @@ def load_study(name: str, storage: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=_existing(name, storage))
 
 
-def load_complete(name: str, storage: str) -> tuple[optuna.Study, list[FrozenTrial]]:
-    """An existing study and its COMPLETE trials, read from storage without the others.
+def read(study: optuna.Study, *, states: tuple[TrialState, ...] | None = None,
+         curves: bool = True) -> list[FrozenTrial]:
+    """The trials a review command looks at, read once per command, without their
+    tracebacks (and learning curves unless ``curves``): ``search/tuning/queries.py``,
+    seconds faster than Optuna's read on a large study."""
+    from search.tuning import queries
 
-    ``study.get_trials(states=...)`` reads every trial and filters after; a large study is
-    mostly pruned trials, and reading only the complete ones is several times faster.
-    """
-    store = _existing(name, storage)
-    trials = store.get_all_trials(store.get_study_id_from_name(name), deepcopy=False,
-                                  states=(TrialState.COMPLETE,))
-    return optuna.load_study(study_name=name, storage=store), trials
+    return queries.trials(study, states=states,
+                          skip=("traceback",) if curves else ("traceback", "curve"))
+
+
+def load_complete(name: str, storage: str) -> tuple[optuna.Study, list[FrozenTrial]]:
+    """An existing study and its COMPLETE trials, read without the others (a large
+    study is mostly pruned trials)."""
+    study = load_study(name, storage)
+    return study, read(study, states=(TrialState.COMPLETE,), curves=False)
 
 
 def device_of(trials: Sequence[FrozenTrial], device: str | None) -> tuple[str | None, str]:

@@ -452,8 +452,9 @@ def _quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(level)
 
 
-def importances(study: optuna.Study, *, device: str | None) -> tuple[dict[str, float],
-                                                                     dict[str, float]]:
+def importances(study: optuna.Study, *, device: str | None,
+                trials: Sequence[FrozenTrial] | None = None
+                ) -> tuple[dict[str, float], dict[str, float]]:
     """Optuna's fANOVA param importances over the feasible complete trials of ``device``
     (``None``: every device), separately for accuracy and for training seconds.
 
@@ -462,7 +463,7 @@ def importances(study: optuna.Study, *, device: str | None) -> tuple[dict[str, f
     or an evaluation that fails (e.g. no param shared by all trials, or all values equal),
     gives empty dicts rather than an error: the report says so instead.
     """
-    trials = [t for t in study.get_trials(deepcopy=False)
+    trials = [t for t in (study.get_trials(deepcopy=False) if trials is None else trials)
               if frontier.feasible(t) and _on(t, device) and t.values is not None]
     if len(trials) < 2:
         return {}, {}

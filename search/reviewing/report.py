@@ -9,6 +9,7 @@ from optuna.trial import TrialState
 
 from search import metric as metrics
 from search.reviewing import frontier
+from search.reviewing.choose import read
 from search.tuning import floor as floors
 
 
@@ -26,7 +27,7 @@ def front_rows(study: optuna.Study, device: str | None = None) -> list[dict[str,
     """The front of one device (the most used one by default), fastest first; the metric
     as the user reads it (``accuracy`` holds it, whatever its name)."""
     metric = metrics.of_study(study)
-    trials = study.get_trials(deepcopy=False)
+    trials = read(study)
     by_number = {t.number: t for t in trials}
     rows = []
     for p in _front(study, trials, device):
@@ -87,7 +88,7 @@ def status(storage: str, name: str | None = None) -> list[dict[str, Any]]:
     rows = []
     for n in [name] if name else names:
         study = optuna.load_study(study_name=n, storage=store)
-        trials = study.get_trials(deepcopy=False)
+        trials = read(study)
         pareto = len(study.directions) == 2
         front = _front(study, trials) if pareto else []
         floor = floors.of_study(study, trials)

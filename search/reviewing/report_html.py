@@ -27,7 +27,7 @@ from plotly.offline import get_plotlyjs
 from search import metric as metrics
 from search.errors import UserError
 from search.reviewing import frontier, plots
-from search.reviewing.choose import device_of
+from search.reviewing.choose import device_of, read
 from search.reviewing.report import fmt_accuracy
 from search.tuning import floor as floors
 
@@ -178,15 +178,17 @@ def _devices(trials: list[optuna.trial.FrozenTrial], shown: str | None, note: st
 
 
 def build(study: optuna.Study, *, device: str | None = None, verdicts: Sequence[Any] | None = None,
-          color_by: str | None = None, log_time: bool | None = None) -> str:
+          color_by: str | None = None, log_time: bool | None = None,
+          trials: Sequence[Any] | None = None) -> str:
     """The report page of ``study`` as one HTML string (see the module docstring).
 
     ``device``: the device key to show (default: the one with the most feasible trials; an
     unknown key is a UserError). ``verdicts``: ``search.reviewing.verify.verify``'s output, drawn as
     error bars on the front and listed in a table. ``color_by``/``log_time``: as in
-    ``plots.pareto_data``/``plots.pareto_figure``.
+    ``plots.pareto_data``/``plots.pareto_figure``. ``trials``: the study's trials, when
+    the caller read them already (default: read here).
     """
-    trials = study.get_trials(deepcopy=False)
+    trials = read(study) if trials is None else list(trials)
     pareto = len(study.directions) == 2
     chosen, note = device_of(trials, device)
     floor = floors.of_study(study, trials)
@@ -223,7 +225,7 @@ def build(study: optuna.Study, *, device: str | None = None, verdicts: Sequence[
         hv = '<p class="muted">No completed trials yet: no front, no hypervolume.</p>'
     sections.append(_section("Hypervolume over time", hv))
 
-    acc, sec = plots.importances(study, device=shown)
+    acc, sec = plots.importances(study, device=shown, trials=trials)
     parts = []
     if pareto and not acc:
         parts.append(_note("Importance for accuracy is not available: it needs at least two "

@@ -129,7 +129,7 @@ def verify(study: optuna.Study, *, top: int, repeats: int, device: str = "auto",
     from search.errors import UserError
     from search.references import load_callable
     from search.reviewing import frontier
-    from search.reviewing.choose import device_of
+    from search.reviewing.choose import device_of, read
     from search.training.config import TrainConfig
     from search.training.data import DataSpec
     from search.training.data import load as load_data
@@ -150,13 +150,13 @@ def verify(study: optuna.Study, *, top: int, repeats: int, device: str = "auto",
             data_section["classes"] = tuple(data_section["classes"])
         data = load_data(DataSpec(**data_section))
         model = ModelSpec(**(recipe.get("model") or {"name": "cnn"}))
-    device_key, _ = device_of(study.get_trials(deepcopy=False), device_key)
+    trials = {t.number: t for t in read(study)}
+    device_key, _ = device_of(trials.values(), device_key)
     here = fingerprint(resolve_device(device))["key"]
     if here != device_key:
         raise UserError(f"--device: this machine measures as {here!r} but the front was "
                         f"measured on {device_key!r}; re-runs must use the same device "
                         f"(and thread count)")
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     floor = floors.of_study(study, trials.values())
     front = frontier.pareto_front(frontier.points(trials.values(), device=device_key,
                                                   floor=floor))

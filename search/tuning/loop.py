@@ -22,13 +22,14 @@ from optuna.trial import TrialState
 
 from search.errors import Interrupted, UserError
 from search.outcomes import FINISHED
+from search.tuning import queries
 from search.tuning.recipe import Recipe
 from search.tuning.storage import retry_callback
 from search.tuning.study import Plan, open_study, plan_for
 
 
 def finished_count(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+    return queries.count(study, FINISHED)
 
 
 @dataclass
@@ -109,8 +110,7 @@ def work(study: optuna.Study, plan: Plan, *, trials: int | None = None,
 
 
 def _finished_by(study: optuna.Study, worker: str) -> int:
-    return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED)
-               if t.user_attrs.get("worker") == worker)
+    return queries.count_by(study, FINISHED, "worker", worker)
 
 
 # Held while stale trials are failed and re-queued in this process (reaper and gate).
@@ -137,15 +137,14 @@ class BudgetGate:
             # no retry, start a fresh trial and leave the retry waiting past the budget.
             with _REAPING:
                 optuna.storages.fail_stale_trials(study)
-                states = [t.state for t in study.get_trials(deepcopy=False)]
-            finished = sum(s in FINISHED for s in states)
-            running = states.count(TrialState.RUNNING)
+                states = queries.states(study)
+            finished = sum(states[s] for s in FINISHED)
             if finished >= self.trials:
                 self.done = True
                 if _trial is not None:  # inside optimize (a callback); before it, no need
                     study.stop()
                 return
-            if finished + running < self.trials or TrialState.WAITING in states:
+            if finished + states[TrialState.RUNNING] < self.trials or states[TrialState.WAITING]:
                 return
             time.sleep(self.poll)
 

@@ -41,6 +41,7 @@ from search.training.config import TrainConfig
 from search.training.engine import TrainResult, train
 from search.training.run import run_trainer
 from search.tuning.floor import BASELINE_ATTR, Floor, baseline_accuracy, baseline_trial
+from search.tuning import queries
 from search.tuning.pruning import ParetoSuccessiveHalving
 from search.tuning.space import Space
 
@@ -128,6 +129,9 @@ class Objective:
         trial.set_user_attr("device", self.device_key)  # the pruner compares within a device
         curve: list[dict[str, float]] = []
         trial.set_user_attr("curve", curve)  # a retried trial inherits the old one: reset
+        baseline = bool(trial.user_attrs.get(BASELINE_ATTR))
+        if self.pruner is not None:
+            self.pruner.forget(trial.study, trial)  # a retried trial inherits the old records
 
         def callback(epoch: float, acc: float, loss: float, seconds: float) -> str | None:
             curve.append({"epoch": epoch, "seconds": seconds, "accuracy": acc, "loss": loss,
@@ -147,9 +151,11 @@ class Objective:
                     return (f"pruned by {type(trial.study.pruner).__name__} at epoch {epoch} "
                             f"({seconds:.2f} s)")
                 return None
-            if self.pruner is not None and judged(config, epoch):
-                return self.pruner.prune(trial.study, trial.number, curve)
-            return None
+            if self.pruner is None:
+                return None
+            self.pruner.record(trial.study, trial, curve, device=self.device_key,
+                               baseline=baseline)
+            return self.pruner.prune(trial.study, trial, curve) if judged(config, epoch) else None
 
         try:
             if self.trainer is None:
@@ -178,9 +184,8 @@ class Objective:
         then waits for a free slot or the end)."""
         if self.budget is None:
             return
-        states = (*FINISHED, optuna.trial.TrialState.RUNNING)
-        ahead = sum(1 for t in trial.study.get_trials(deepcopy=False, states=states)
-                    if t.number < trial.number)
+        ahead = queries.count(trial.study, (*FINISHED, optuna.trial.TrialState.RUNNING),
+                              below=trial.number)
         if ahead >= self.budget:
             trial.set_user_attr("outcome", "surplus")
             trial.set_user_attr("reason", f"the budget of {self.budget} trials was taken by "
@@ -218,6 +223,7 @@ class Objective:
         if trial.user_attrs.get(BASELINE_ATTR) and result.outcome not in INFEASIBLE:
             self._baseline_accuracy = result.accuracy
         if self._baseline_accuracy is None and self.floor.below_baseline is not None:
-            self._baseline_accuracy = baseline_accuracy(
-                baseline_trial(trial.study.get_trials(deepcopy=False)))
+            self._baseline_accuracy = baseline_accuracy(baseline_trial(
+                trial.study._storage.get_trial(i)
+                for i in queries.flagged(trial.study, BASELINE_ATTR)))
         return self.floor.resolve(self._baseline_accuracy)

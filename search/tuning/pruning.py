@@ -52,15 +52,17 @@ workers; trials from other devices never compete (their seconds are not comparab
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import UserError
 from search.tuning import floor as floors
+from search.tuning import queries
 
 Point = tuple[float, float]  # (accuracy, seconds)
 
@@ -81,33 +83,37 @@ def _dominates(a: Point, b: Point) -> bool:
 def nondominated_ranks(points: Sequence[Point]) -> list[int]:
     """Front index of each (accuracy, seconds) point; 0 is the non-dominated front.
 
-    Accuracy is maximized and seconds minimized. This is NSGA-II's fast non-dominated
-    sort, O(n^2) comparisons, which is cheap for a few hundred trials.
+    Accuracy is maximized and seconds minimized; a point's front is one more than the
+    highest front of the points dominating it. In two objectives this takes a sort and a
+    bisection per point, O(n log n) (NSGA-II's general sort compares all pairs, which at
+    a rung of 10,000 trials is 50 million comparisons): points are taken in decreasing
+    accuracy, and ``lowest[k]``, the fewest seconds of any point placed in front k so far,
+    never decreases with k, so the fronts holding a point that dominates the next one are
+    exactly the first ``bisect_right(lowest, seconds)``. Points of equal accuracy are
+    placed together: among them only fewer seconds dominates.
     """
-    n = len(points)
-    dominated_by = [0] * n  # how many points dominate point i
-    dominates: list[list[int]] = [[] for _ in range(n)]
-    for i in range(n):
-        for j in range(i + 1, n):
-            if _dominates(points[i], points[j]):
-                dominates[i].append(j)
-                dominated_by[j] += 1
-            elif _dominates(points[j], points[i]):
-                dominates[j].append(i)
-                dominated_by[i] += 1
-    ranks = [0] * n
-    front = [i for i in range(n) if dominated_by[i] == 0]
-    rank = 0
-    while front:
-        following = []
-        for i in front:
-            ranks[i] = rank
-            for j in dominates[i]:
-                dominated_by[j] -= 1
-                if dominated_by[j] == 0:
-                    following.append(j)
-        front = following
-        rank += 1
+    by_accuracy = sorted(range(len(points)), key=lambda i: (-points[i][0], points[i][1]))
+    ranks = [0] * len(points)
+    lowest: list[float] = []
+    start = 0
+    while start < len(by_accuracy):
+        end = start
+        while end < len(by_accuracy) and points[by_accuracy[end]][0] == points[by_accuracy[start]][0]:
+            end += 1
+        group = by_accuracy[start:end]  # equal accuracy, by seconds
+        before, before_seconds, done = -1, None, -1  # highest front of fewer seconds in group
+        for i in group:
+            seconds = points[i][1]
+            if seconds != before_seconds:
+                done, before_seconds = before, seconds
+            ranks[i] = max(bisect.bisect_right(lowest, seconds), done + 1)
+            before = max(before, ranks[i])
+        for i in group:
+            if ranks[i] == len(lowest):
+                lowest.append(points[i][1])
+            else:
+                lowest[ranks[i]] = min(lowest[ranks[i]], points[i][1])
+        start = end
     return ranks
 
 
@@ -161,8 +167,10 @@ def order(points: Sequence[Point], numbers: Sequence[int],
         group_points = [points[i] for i in members]
         reference = reference_point(group_points)
         group_ranks = nondominated_ranks(group_points)
-        for rank in set(group_ranks):
-            front = [k for k, r in enumerate(group_ranks) if r == rank]
+        fronts: dict[int, list[int]] = {}
+        for k, r in enumerate(group_ranks):
+            fronts.setdefault(r, []).append(k)
+        for rank, front in fronts.items():
             areas = hypervolume_contributions([group_points[k] for k in front], reference)
             for k, area in zip(front, areas, strict=True):
                 ranks[members[k]], contribution[members[k]] = rank, area
@@ -264,77 +272,152 @@ class ParetoSuccessiveHalving:
         self.resource = resource
         self.min_trials_at_rung = min_trials_at_rung
         self.floor = floor
+        self._recorded: dict[tuple[int, int], bool] = {}  # study: whether it records rungs
+        self._baselines: dict[tuple[int, int, Any], FrozenTrial] = {}  # completed ones
 
-    def _rung_crossed(self, curve: Sequence[dict[str, Any]]) -> float | None:
-        """The highest rung first crossed by the curve's last entry, if any.
+    def _crossed(self, curve: Sequence[dict[str, Any]]) -> list[float]:
+        """The rungs first crossed by the curve's last entry, lowest first.
 
         A rung is crossed by the entry that reaches it after the previous entry did not,
-        so each rung is decided once, however many epochs later ``prune`` is called.
+        so each rung is recorded and decided once, however many epochs later it is asked.
         """
         if not curve:
-            return None
+            return []
         key = _RESOURCE_KEY[self.resource]
         now = curve[-1][key] + _EPS
         before = curve[-2][key] + _EPS if len(curve) > 1 else -math.inf
-        crossed = [level for level in rungs(self.min_resource, self.eta, now) if level > before]
+        return [level for level in rungs(self.min_resource, self.eta, now) if level > before]
+
+    def _rung_crossed(self, curve: Sequence[dict[str, Any]]) -> float | None:
+        """The highest rung first crossed by the curve's last entry, if any."""
+        crossed = self._crossed(curve)
         return crossed[-1] if crossed else None
 
-    def prune(
-        self, study: optuna.Study, trial_number: int, curve: list[dict[str, Any]]
-    ) -> str | None:
-        """A reason to prune trial ``trial_number`` at its latest epoch, or None to go on.
+    def key(self, level: float) -> str:
+        """The trial system attribute holding a trial's point at rung ``level``."""
+        return f"{queries.PRIVATE}rung:{self.resource}:{level:.12g}"
+
+    def forget(self, study: optuna.Study, trial: Any) -> None:
+        """Void the rung records a trial inherited: Optuna's retry of a failed trial copies
+        its system attributes into the new one, which has reached no rung yet."""
+        for key in study._storage.get_trial_system_attrs(trial._trial_id):
+            if key.startswith(f"{queries.PRIVATE}rung:"):
+                study._storage.set_trial_system_attr(trial._trial_id, key, None)
+
+    def record(self, study: optuna.Study, trial: Any, curve: Sequence[dict[str, Any]], *,
+               device: str | None, baseline: bool = False) -> None:
+        """Store the trial's point at each rung its latest epoch crossed, with its device
+        and whether it is the baseline: the compact record :meth:`prune` reads instead of
+        every trial's curve. Call after every epoch of every trial, judged or not (the
+        baseline's and a compiled trial's first epochs count for the others)."""
+        for level in self._crossed(curve):
+            acc, sec = point_at(curve, level, self.resource)  # type: ignore[misc]
+            study._storage.set_trial_system_attr(trial._trial_id, self.key(level),
+                                                 [acc, sec, device, bool(baseline)])
+
+    def prune(self, study: optuna.Study, trial: Any, curve: list[dict[str, Any]]
+              ) -> str | None:
+        """A reason to prune ``trial`` (an Optuna trial) at its latest epoch, or None.
 
         ``curve`` is the trial's own curve (the storage may lag behind it). Other trials
-        compete with their stored curves if they are complete, pruned or running, and only
-        if their ``device`` user attribute equals this trial's: seconds measured on
-        different devices are not comparable.
+        compete with their points recorded at the rung (:meth:`record`) if they are
+        complete, pruned or running, and only if they were measured on this trial's
+        ``device`` (user attribute): seconds measured on different devices are not
+        comparable. What is read is those points, the trial's own attributes and the
+        baseline's curve (once it completed): the cost grows with the trials at the
+        rung, not with the study's records.
         """
         level = self._rung_crossed(curve)
         if level is None:
             return None  # nothing to decide; spare the storage a query
         own = point_at(curve, level, self.resource)
         assert own is not None  # the last entry crossed the level
-        trials = study.get_trials(deepcopy=False, states=_COMPETING_STATES)
-        me = next((t for t in trials if t.number == trial_number), None)
-        if me is not None and me.user_attrs.get(floors.BASELINE_ATTR):
+        mine = study._storage.get_trial(trial._trial_id).user_attrs
+        if mine.get(floors.BASELINE_ATTR):
             return None  # the reference the floor is measured from
-        device = me.user_attrs.get("device") if me is not None else None
-        points, numbers = [own], [trial_number]
-        for t in trials:
-            if t.number == trial_number or t.user_attrs.get("device") != device:
-                continue
-            point = point_at(t.user_attrs.get("curve") or [], level, self.resource)
-            if point is not None:
+        device = mine.get("device")
+        points, numbers = [own], [trial.number]
+        for number, point, where in self.points_at(study, level,
+                                                   recorded=self._recording(study)):
+            if number != trial.number and where == device:  # own: ``own`` is newer
                 points.append(point)
-                numbers.append(t.number)
+                numbers.append(number)
         n = len(points)
         if n < self.min_trials_at_rung:
             return None
-        worth = self._worth(points, trials, device)
-        ranked = order(points, numbers, worth)
-        position = ranked.index(0)
+        worth = self._worth(study, points, device)
         if worth[0] and on_front(points, worth, 0):
             return None
         kept = keeps(n, self.eta)
+        position = order(points, numbers, worth).index(0)
         if position < kept:
             return None
         where = "below the accuracy floor" if not worth[0] else "dominated"
         return (f"rung {level:g} {self.resource}: {where}, ranked {position + 1} of {n} "
                 f"(keeps the front and the top {kept} at eta={self.eta})")
 
-    def _worth(self, points: Sequence[Point], trials: Sequence[Any], device: Any
-               ) -> list[bool]:
+    def _worth(self, study: optuna.Study, points: Sequence[Point], device: Any) -> list[bool]:
         """Whether each point is at or above the floor for its seconds (``Floor.at``)."""
         if self.floor is None or self.floor.off:
             return [True] * len(points)
-        baseline = floors.baseline_trial(trials, device)
+        baseline = self._baseline(study, device)
         if baseline is None:
             return [True] * len(points)
-        base_curve = baseline.user_attrs.get("curve") or []
-        final = floors.baseline_accuracy(baseline)
-        limits = [self.floor.at(base_curve, sec, final) for _, sec in points]
+        limits = self.floor.at_each(baseline.user_attrs.get("curve") or [],
+                                    [sec for _, sec in points],
+                                    floors.baseline_accuracy(baseline))
         return [limit is None or acc >= limit for (acc, _), limit in
                 zip(points, limits, strict=True)]
+
+    def _baseline(self, study: optuna.Study, device: Any) -> FrozenTrial | None:
+        """The baseline trial on ``device`` among the competing trials
+        (``floors.baseline_trial``), kept once it completed: its curve is final then."""
+        place = (id(study._storage), study._study_id, device)
+        if place in self._baselines:
+            return self._baselines[place]
+        for trial_id in queries.flagged(study, floors.BASELINE_ATTR):
+            t = study._storage.get_trial(trial_id)
+            if t.state in _COMPETING_STATES and t.user_attrs.get("device") == device:
+                if t.state == TrialState.COMPLETE:
+                    self._baselines[place] = t
+                return t
+        return None
+
+    def _recording(self, study: optuna.Study) -> bool:
+        """Whether every trial of ``study`` records its rung points (:data:`RECORDED`,
+        set when the study is made). A study made by an earlier version, or by hand, is
+        read the straightforward way: every competing trial's curve."""
+        place = (id(study._storage), study._study_id)
+        if place not in self._recorded:
+            attrs = study._storage.get_study_system_attrs(study._study_id)
+            self._recorded[place] = bool(attrs.get(RECORDED))
+        return self._recorded[place]
+
+    def points_at(self, study: optuna.Study, level: float, *, recorded: bool
+                  ) -> list[tuple[int, Point, Any]]:
+        """``(number, point, device)`` of every competing trial that reached rung
+        ``level``: from the rung records, or (``recorded=False``) from every competing
+        trial's stored curve. Both give the same points on a recording study (tested)."""
+        if recorded:
+            return [(number, (value[0], value[1]), value[2]) for number, _, value in
+                    queries.system_attr(study, self.key(level), _COMPETING_STATES)
+                    if value is not None]  # None: voided (see forget)
+        out = []
+        for t in study._storage.get_all_trials(study._study_id, deepcopy=False,
+                                               states=_COMPETING_STATES):
+            point = point_at(t.user_attrs.get("curve") or [], level, self.resource)
+            if point is not None:
+                out.append((t.number, point, t.user_attrs.get("device")))
+        return out
+
+
+RECORDED = f"{queries.PRIVATE}rungs"  # study system attribute: its trials record rungs
+
+
+def start_recording(study: optuna.Study) -> None:
+    """Mark a new study (before its first trial) as one whose trials record their rung
+    points, so the pruner reads those instead of every trial's curve."""
+    study._storage.set_study_system_attr(study._study_id, RECORDED, True)
 
 
 def on_front(points: Sequence[Point], worth: Sequence[bool], i: int) -> bool:

@@ -17,7 +17,7 @@ import optuna
 from search.errors import UserError
 from search.files import load_yaml
 from search.tuning.floor import BASELINE_ATTR, Floor, of_recipe
-from search.tuning.pruning import make_pruner
+from search.tuning.pruning import make_pruner, start_recording
 from search.tuning.recipe import Recipe, baseline_config, baseline_parts
 from search.tuning.storage import mask_url, open_storage
 
@@ -210,6 +210,7 @@ def open_study(recipe: Recipe, plan: Plan, *, storage: str | None = None,
     study.set_user_attr("objective", recipe.objective)
     study.set_user_attr("target", recipe.target)
     study.set_user_attr("budget", budget)
+    start_recording(study)
     enqueue_start(study, plan)
     return study
 

@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search.errors import UserError
+from search.tuning import queries
 from search.tuning.storage import is_sqlite, retry_callback
 
 
@@ -120,8 +121,7 @@ def _forward(procs: list[subprocess.Popen], sig: int) -> None:
 
 
 def _show(study: optuna.Study, bar) -> None:  # noqa: ANN001 - a tqdm bar
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    done = sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states)
-    bar.n = done
-    bar.set_postfix(running=states.count(TrialState.RUNNING),
-                    pruned=states.count(TrialState.PRUNED), failed=states.count(TrialState.FAIL))
+    states = queries.states(study)
+    bar.n = states[TrialState.COMPLETE] + states[TrialState.PRUNED]
+    bar.set_postfix(running=states[TrialState.RUNNING], pruned=states[TrialState.PRUNED],
+                    failed=states[TrialState.FAIL])
