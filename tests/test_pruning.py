@@ -39,10 +39,11 @@ def study() -> optuna.Study:
 
 
 def add(s: optuna.Study, c: list[dict[str, Any]], state: TrialState = TrialState.COMPLETE,
-        **attrs: Any) -> None:
+        system_attrs: dict[str, Any] | None = None, **attrs: Any) -> None:
     values = [max(e["accuracy"] for e in c), c[-1]["seconds"]] if state == TrialState.COMPLETE \
         else None
-    s.add_trial(create_trial(state=state, values=values, user_attrs={"curve": c, **attrs}))
+    s.add_trial(create_trial(state=state, values=values, user_attrs={"curve": c, **attrs},
+                             system_attrs=system_attrs))
 
 
 # --- nondominated_ranks -------------------------------------------------------------------
@@ -66,6 +67,30 @@ def test_nondominated_ranks_better_in_one_objective_only_dominates() -> None:
 
 def test_nondominated_ranks_empty() -> None:
     assert nondominated_ranks([]) == []
+
+
+def test_nondominated_ranks_equal_the_pairwise_peeling_of_fronts() -> None:
+    """The O(n log n) layering against its definition: peel off the non-dominated points,
+    all pairs compared, again and again; with many equal accuracies and seconds."""
+    import random
+
+    from search.tuning.pruning import _dominates
+
+    def peeled(points: list[tuple[float, float]]) -> list[int]:
+        ranks, left, rank = [0] * len(points), set(range(len(points))), 0
+        while left:
+            front = {i for i in left
+                     if not any(_dominates(points[j], points[i]) for j in left if j != i)}
+            for i in front:
+                ranks[i] = rank
+            left, rank = left - front, rank + 1
+        return ranks
+
+    rng = random.Random(0)
+    for _ in range(2000):
+        points = [(rng.choice([0.5, 0.7, rng.random()]), rng.choice([1.0, 2.0, 3 * rng.random()]))
+                  for _ in range(rng.randint(1, 25))]
+        assert nondominated_ranks(points) == peeled(points), points
 
 
 # --- hypervolume contributions -----------------------------------------------------------
@@ -418,6 +443,30 @@ def test_prune_compares_only_trials_on_the_same_device() -> None:
     pruner = ParetoSuccessiveHalving(eta=3)
     # Only the cpu trial competes, and this one dominates it.
     assert pruner.prune(s, trial, rising((0.5, 40.0), 3)) is None
+
+
+def test_a_retried_trial_starts_without_the_rung_records_it_inherited() -> None:
+    from search.tuning.pruning import start_recording
+    from search.tuning.storage import retry_callback
+
+    s = study()
+    start_recording(s)
+    add(s, rising((0.9, 10.0), 3), system_attrs={"search:rung:epochs:1": [0.3, 3.3, None, 0]})
+    pruner = ParetoSuccessiveHalving(eta=3)
+    failed = s.ask()
+    pruner.record(s, failed, rising((0.95, 1.0), 3), device=None)  # rung 3: a strong point
+    s._storage.set_trial_state_values(failed._trial_id, state=TrialState.FAIL)
+    retry_callback()(s, s._storage.get_trial(failed._trial_id))
+    retried = s.ask()
+    # Optuna's retry copied the records: the new trial would compete at rung 3 already.
+    strong = [*point_at(rising((0.95, 1.0), 3), 3, "epochs"), None, False]
+    assert s._storage.get_trial(retried._trial_id).system_attrs[pruner.key(3)] == strong
+    mine = s.ask()
+    pruner.record(s, mine, rising((0.5, 20.0), 3), device=None)
+    assert pruner.prune(s, mine, rising((0.5, 20.0), 3)) is not None  # against the copy
+    pruner.forget(s, retried)
+    assert pruner.points_at(s, 3, recorded=True) == [(mine.number, (0.5, 20.0), None)]
+    assert pruner.prune(s, mine, rising((0.5, 20.0), 3)) is None  # alone at rung 3
 
 
 def test_tpe_keeps_sampling_when_stopped_trials_complete_with_their_points() -> None:

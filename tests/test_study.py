@@ -20,7 +20,7 @@ from search.tuning import recipe as recipes
 from search.tuning import space as spaces
 from search.tuning.loop import finished_count, optimize_recipe
 from search.tuning.objective import time_steps
-from search.tuning.pruning import ParetoSuccessiveHalving, make_pruner
+from search.tuning.pruning import ParetoSuccessiveHalving, make_pruner, point_at
 from search.tuning.study import make_sampler, open_study, plan_for
 from tests import faultmodels as fm
 
@@ -230,6 +230,14 @@ def test_pareto_sha_trains_fewer_epochs_than_no_pruning(tmp_path: Path) -> None:
         assert re.match(rf"rung {len(curve)} epochs: (dominated|below the accuracy floor), "
                         rf"ranked \d+ of \d+ ", t.user_attrs["reason"]), t.user_attrs["reason"]
         assert t.user_attrs["result"]["epochs_run"] == len(curve)
+    # Every trial recorded its point at each rung it reached: what the pruner reads.
+    pruner = ParetoSuccessiveHalving(eta=2, min_resource=1)
+    for t in pruned.trials:
+        curve, device = t.user_attrs["curve"], t.user_attrs["device"]
+        for level in (1.0, 2.0):
+            assert t.system_attrs.get(pruner.key(level)) == (
+                None if point_at(curve, level, "epochs") is None else
+                [*point_at(curve, level, "epochs"), device, bool(t.user_attrs.get("baseline"))])
     assert finished_count(pruned) == 4
 
 

@@ -40,8 +40,8 @@ from search.outcomes import FINISHED, INFEASIBLE
 from search.training.config import TrainConfig
 from search.training.engine import TrainResult, train
 from search.training.run import run_trainer
-from search.tuning.floor import BASELINE_ATTR, Floor, baseline_accuracy, baseline_trial
 from search.tuning import queries
+from search.tuning.floor import BASELINE_ATTR, Floor, baseline_accuracy, baseline_trial
 from search.tuning.pruning import ParetoSuccessiveHalving
 from search.tuning.space import Space
 

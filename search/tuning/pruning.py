@@ -53,6 +53,7 @@ workers; trials from other devices never compete (their seconds are not comparab
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -95,12 +96,8 @@ def nondominated_ranks(points: Sequence[Point]) -> list[int]:
     by_accuracy = sorted(range(len(points)), key=lambda i: (-points[i][0], points[i][1]))
     ranks = [0] * len(points)
     lowest: list[float] = []
-    start = 0
-    while start < len(by_accuracy):
-        end = start
-        while end < len(by_accuracy) and points[by_accuracy[end]][0] == points[by_accuracy[start]][0]:
-            end += 1
-        group = by_accuracy[start:end]  # equal accuracy, by seconds
+    for _, equal in itertools.groupby(by_accuracy, key=lambda i: points[i][0]):
+        group = list(equal)  # equal accuracy, by seconds
         before, before_seconds, done = -1, None, -1  # highest front of fewer seconds in group
         for i in group:
             seconds = points[i][1]
@@ -113,7 +110,6 @@ def nondominated_ranks(points: Sequence[Point]) -> list[int]:
                 lowest.append(points[i][1])
             else:
                 lowest[ranks[i]] = min(lowest[ranks[i]], points[i][1])
-        start = end
     return ranks
 
 
