@@ -1,29 +1,33 @@
-"""Storage at scale: the review commands on studies of 1,000 and 10,000 trials, the tool's
-per-trial bookkeeping against a bare Optuna loop, and the CLI's start-up.
+"""Storage at scale: the review commands and the per-trial bookkeeping on studies of 100,
+1,000 and 10,000 trials, against a bare Optuna loop, and the CLI's start-up.
 
-1. Studies of synthetic trials (params from the default space, a 10-epoch curve, the
-   config, result and outcome the tool stores) are written through Optuna's API into
-   SQLite, and into PostgreSQL when the test fixture's server can start here (the
-   PostgreSQL binaries are installed). ``search best``, ``search pareto`` and
-   ``search status`` are timed as whole commands (``python -m search ...``, median of
-   ``--repeats``), start-up included.
-2. Bookkeeping: the tool's objective (curve written every epoch, our pruner consulted,
-   result and outcome stored) with a no-op trainer, against a bare ``study.optimize``
-   whose objective suggests the same space and returns two values; both on SQLite.
-   The difference is what the tool adds to every trial.
+1. Studies of synthetic trials (params from the default space, a curve, the config,
+   result and outcome, the rung records the pruner reads, a baseline) are written
+   through Optuna's API into SQLite, and into PostgreSQL when the test fixture's server
+   can start here (the PostgreSQL binaries are installed). ``search best``, ``search
+   pareto`` and ``search status`` are timed as whole commands (``python -m search ...``,
+   median of ``--repeats``), start-up included.
+2. Bookkeeping on each of those studies: the tool's objective with no-op training
+   (curve written every epoch, rungs recorded, our pruner deciding against every
+   trial already there, the budget counted, result and outcome stored), median
+   milliseconds per trial and per rung decision; and a bare ``study.optimize`` whose
+   objective suggests the same space and returns two values. The goals (issue 14): a
+   decision and a trial cost the same at 10,000 trials as at 100 (within 2x), a
+   decision at most 50 ms, and each command at most 3 s at 10,000 trials.
 3. Start-up: ``search --help`` as a whole command, and whether importing the CLI
    imports torch (it must not).
 
 The last line is ``best_10k_seconds: X`` (SQLite). Writing 10,000 trials through Optuna
-takes about 4 minutes here (some 25 ms per trial, in Optuna's ORM), so ``--quick`` measures
-1,000 and 2,000 trials on SQLite only and extrapolates that line along the straight line
-through them (it says so); the full mode measures 1,000 and 10,000 on both storages.
+takes about 2 minutes here (in Optuna's ORM), so ``--quick`` measures 100 and 1,000 trials
+on SQLite only and extrapolates that line along the straight line through them (it says
+so); the full mode measures 100, 1,000 and 10,000 on both storages.
 
     .venv/bin/python benchmarks/storage.py --quick
 """
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 import subprocess
@@ -42,40 +46,56 @@ else:
 
 from search.training.config import TrainConfig
 from search.tuning import recipe as recipes
+from search.tuning.pruning import point_at, rungs
 from search.tuning.study import Plan
 
 RECIPE = "studies/digits.yaml"
 
 
 def synthetic_study(url: str, n: int, plan: Plan, seed: int = 0) -> None:
-    """A pareto study named ``bench`` with ``n`` finished trials, as the tool stores them."""
+    """A pareto study named ``bench`` with ``n`` finished trials, as the tool stores them:
+    params from the space, the config, a curve, the result and outcome, and the rung
+    records the pruner reads (trial 0 is the baseline)."""
+    from search.tuning.pruning import start_recording
+
     rng = random.Random(seed)
     study = optuna.create_study(study_name="bench", storage=url,
                                 directions=["maximize", "minimize"])
     study.set_user_attr("recipe", plan.content)
     study.set_user_attr("objective", "pareto")
+    start_recording(study)
+    pruner = plan.pruner()
     sampler = optuna.samplers.RandomSampler(seed=seed)
     trials = []
-    for _ in range(n):
+    for i in range(n):
         probe = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
         t = probe.ask()
         config = plan.space.suggest(t, plan.base)
-        pruned = rng.random() < 0.6
-        epochs = rng.randint(1, 3) if pruned else 10
+        pruned = i > 0 and rng.random() < 0.6
+        epochs = rng.randint(1, 3) if pruned else config.epochs
         speed = rng.uniform(0.02, 0.3)
         curve = [{"epoch": e, "seconds": e * speed, "accuracy": min(1.0, 0.2 + 0.1 * e
                                                                     + rng.random() * 0.1),
-                  "loss": 1.0 / e} for e in range(1, epochs + 1)]
+                  "loss": 1.0 / e, "fraction": e / config.epochs} for e in range(1, epochs + 1)]
         best = max(curve, key=lambda c: c["accuracy"])
-        attrs = {"curve": curve, "config": config.to_dict(), "device": "cpu:bench x2",
+        attrs = {"curve": curve, "config": config.to_dict(), "device": DEVICE,
                  "outcome": "pruned" if pruned else "completed", "reason": "",
+                 "worker": "bench", "baseline": i == 0,
                  "result": {"accuracy": best["accuracy"], "seconds": best["seconds"],
                             "best_epoch": best["epoch"], "epochs_run": epochs}}
-        state = optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.COMPLETE
+        records = {}
+        for level in rungs(pruner.min_resource, pruner.eta, 1.0):
+            point = point_at(curve, level, pruner.resource)
+            if point is not None:
+                records[pruner.key(level)] = [*point, DEVICE, i == 0]
         trials.append(optuna.trial.create_trial(
-            state=state, params=t.params, distributions=t.distributions, user_attrs=attrs,
-            values=None if pruned else [best["accuracy"], best["seconds"]]))
+            state=optuna.trial.TrialState.COMPLETE, params=t.params,
+            distributions=t.distributions, user_attrs=attrs, system_attrs=records,
+            values=[best["accuracy"], best["seconds"]]))
     study.add_trials(trials)
+
+
+DEVICE = "cpu:bench x2"
 
 
 def time_command(args: list[str], repeats: int) -> float:
@@ -91,46 +111,73 @@ def time_command(args: list[str], repeats: int) -> float:
     return statistics.median(times)
 
 
-def bookkeeping(plan: Plan, url: str, trials: int) -> tuple[float, float]:
-    """Seconds per trial: the tool's objective with a no-op trainer, and bare Optuna."""
+def bookkeeping(plan: Plan, url: str, trials: int) -> dict[str, float]:
+    """The tool's objective with no-op training on the ``bench`` study at ``url`` (which
+    holds its trials already): milliseconds per trial (curve written each epoch, rungs
+    recorded, the budget check, result and outcome stored) and per rung decision."""
+    import torch
+
     import search.tuning.objective as objective_module
     from search.training.engine import TrainResult
-    from search.tuning.pruning import make_pruner
+
+    rng = random.Random(1)
 
     def fake_train(config: TrainConfig, data: Any, model: Any, *, device: Any,
                    callback: Any) -> TrainResult:
-        curve = []
+        curve, speed = [], rng.uniform(0.02, 0.3)
         for epoch in range(1, config.epochs + 1):
-            curve.append({"epoch": epoch, "seconds": 0.01 * epoch, "accuracy": 0.5,
+            acc = min(1.0, 0.2 + 0.1 * epoch + rng.random() * 0.1)
+            curve.append({"epoch": epoch, "seconds": speed * epoch, "accuracy": acc,
                           "loss": 1.0})
-            if callback(epoch, 0.5, 1.0, 0.01 * epoch):
+            if callback(epoch, acc, 1.0, speed * epoch):
                 break
-        return TrainResult("completed", "", len(curve), 1, 0.5, 0.01, 0.5, 0.01 * len(curve),
-                           0.0, 1.0, 1.0, 1.0, {"key": "cpu:bench"}, curve, config.to_dict())
+        best = max(curve, key=lambda c: c["accuracy"])
+        return TrainResult("completed", "", len(curve), best["epoch"], best["accuracy"],
+                           best["seconds"], best["accuracy"], curve[-1]["seconds"], 0.0, 1.0,
+                           1.0, 1.0, {"key": DEVICE}, curve, config.to_dict())
 
+    study = optuna.load_study(study_name="bench", storage=url,
+                              sampler=optuna.samplers.RandomSampler(seed=0))
+    pruner = plan.pruner()
+    decisions: list[float] = []
+    prune = pruner.prune
+
+    def timed_prune(study: optuna.Study, trial: Any, curve: list[dict[str, Any]]) -> Any:
+        start = time.perf_counter()
+        out = prune(study, trial, curve)
+        if pruner._rung_crossed(curve) is not None:
+            decisions.append(time.perf_counter() - start)
+        return out
+
+    pruner.prune = timed_prune  # type: ignore[method-assign]
     real = objective_module.train
     objective_module.train = fake_train
     try:
-        tool = optuna.create_study(storage=url, study_name="tool",
-                                   directions=["maximize", "minimize"],
-                                   sampler=optuna.samplers.RandomSampler(seed=0))
-        import torch
-
         obj = objective_module.Objective(space=plan.space, base=plan.base, data=None,
                                          model=plan.model, device=torch.device("cpu"),
-                                         pruner=make_pruner(plan.content["pruner"]))
-        start = time.perf_counter()
-        tool.optimize(obj, n_trials=trials)
-        tool_seconds = (time.perf_counter() - start) / trials
+                                         pruner=pruner, floor=plan.floor,
+                                         budget=10 ** 9, worker="bench")
+        obj.device_key = DEVICE  # compete with the synthetic trials, not as this machine
+        per_trial = []
+        for _ in range(trials):
+            start = time.perf_counter()
+            study.optimize(obj, n_trials=1)
+            per_trial.append(time.perf_counter() - start)
     finally:
         objective_module.train = real
+    return {"trial_ms": statistics.median(per_trial) * 1e3,
+            "decision_ms": statistics.median(decisions) * 1e3 if decisions else math.nan,
+            "decisions": len(decisions)}
 
-    bare = optuna.create_study(storage=url, study_name="bare",
-                               directions=["maximize", "minimize"],
-                               sampler=optuna.samplers.RandomSampler(seed=0))
+
+def bare(plan: Plan, url: str, trials: int) -> float:
+    """Milliseconds per trial of a bare ``study.optimize`` suggesting the same space."""
+    study = optuna.create_study(storage=url, study_name="bare",
+                                directions=["maximize", "minimize"],
+                                sampler=optuna.samplers.RandomSampler(seed=0))
     start = time.perf_counter()
-    bare.optimize(lambda t: (plan.space.suggest(t, plan.base).lr, 0.1), n_trials=trials)
-    return tool_seconds, (time.perf_counter() - start) / trials
+    study.optimize(lambda t: (plan.space.suggest(t, plan.base).lr, 0.1), n_trials=trials)
+    return (time.perf_counter() - start) / trials * 1e3
 
 
 def postgres_url(stack: list[Any]) -> str | None:
@@ -165,13 +212,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="SQLite only (--quick always is)")
     args = p.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 3)
-    sizes = (1000, 2000) if args.quick else (1000, 10000)
+    sizes = (100, 1000) if args.quick else (100, 1000, 10000)
+    per_size = 10 if args.quick else 20  # objective trials timed on each study
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rec = recipes.load(RECIPE)
     plan = Plan.from_content(rec.content(), source=RECIPE)
     cleanup: list[Any] = []
     tmp = Path(tempfile.mkdtemp(prefix="search-bench-"))
-    rows, raw = [], []
+    rows, raw, bares = [], [], {}
     try:
         backends = {"sqlite": lambda n: f"sqlite:///{tmp}/bench-{n}.db"}
         pg = None if args.no_postgres or args.quick else postgres_url(cleanup)
@@ -183,26 +231,36 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.perf_counter()
                 synthetic_study(url, n, plan)
                 write = time.perf_counter() - start
+                print(f"  {backend} {n}: written in {write:.1f}s", flush=True)
                 html = str(tmp / f"pareto-{backend}-{n}.html")
                 timings = {
                     "best": time_command(["best", "bench", "--storage", url], repeats),
                     "pareto": time_command(["pareto", "bench", "--storage", url, "-o", html],
                                            repeats),
                     "status": time_command(["status", "bench", "--storage", url], repeats)}
+                kept = bookkeeping(plan, url, per_size)
                 rows.append([backend, n, write, timings["best"], timings["pareto"],
-                             timings["status"]])
+                             timings["status"], kept["trial_ms"], kept["decision_ms"],
+                             kept["decisions"]])
                 raw.append({"backend": backend, "trials": n, "write_seconds": write,
-                            **timings})
-                print(f"  {backend} {n}: written in {write:.1f}s", flush=True)
-        common.print_table(["storage", "trials", "write s", "best s", "pareto s", "status s"],
-                           rows)
-
-        n = 30 if args.quick else 200
-        tool, bare = bookkeeping(plan, f"sqlite:///{tmp}/bookkeeping.db", n)
-        common.print_table(["per trial (SQLite)", "ms"],
-                           [["bare optuna.optimize", bare * 1e3],
-                            ["search objective, no-op training", tool * 1e3],
-                            ["added by search", (tool - bare) * 1e3]])
+                            **timings, **kept})
+            bares[backend] = bare(plan, url_for("bare"), per_size * 3)
+        common.print_table(["storage", "trials", "write s", "best s", "pareto s", "status s",
+                            "ms/trial", "ms/decision", "decisions"], rows)
+        print("ms/trial: the tool's objective with no-op training (curve written each epoch, "
+              "rungs recorded and decided, budget counted, result stored); bare "
+              "study.optimize on the same space: " +
+              ", ".join(f"{b} {ms:.1f} ms" for b, ms in bares.items()))
+        goals = []
+        for backend in backends:
+            mine = {r["trials"]: r for r in raw if r["backend"] == backend}
+            small, big = mine[sizes[0]], mine[sizes[-1]]
+            goals.append([backend, f"{sizes[-1]:,} / {sizes[0]:,}",
+                          big["trial_ms"] / small["trial_ms"],
+                          big["decision_ms"] / small["decision_ms"],
+                          max(big["best"], big["pareto"], big["status"])])
+        common.print_table(["goals", "trials", "trial ms ratio (<= 2)",
+                            "decision ms ratio (<= 2)", "slowest command s (<= 3)"], goals)
 
         help_seconds = time_command(["--help"], max(3, repeats))
         torch_loaded = subprocess.run(
@@ -213,13 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for fn in cleanup:
             fn()
-    (n1, t1), (n2, t2) = [(r["trials"], r["best"]) for r in raw if r["backend"] == "sqlite"]
+    (n1, t1), (n2, t2) = [(r["trials"], r["best"]) for r in raw
+                          if r["backend"] == "sqlite" and r["trials"] in sizes[-2:]]
     best_10k = t1 + (t2 - t1) * (10000 - n1) / (n2 - n1)
     measured = n2 == 10000
     out = common.write_json(args.out, {
         "benchmark": "storage", "commands": raw, "best_10k_seconds": best_10k,
-        "best_10k_measured": measured,
-        "bookkeeping_ms": {"tool": tool * 1e3, "bare": bare * 1e3},
+        "best_10k_measured": measured, "bare_ms": bares,
         "help_seconds": help_seconds, "cli_imports_torch": torch_loaded == "True",
         "environment": common.environment(common.device("cpu"))})
     print(f"raw results: {out}")
@@ -230,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _db(url: str, n: int) -> str:
+def _db(url: str, n: int | str) -> str:
     """A new database per size on the same server."""
     import psycopg
 

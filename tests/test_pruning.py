@@ -273,16 +273,25 @@ def ranked(rank: int, n: int = 4, kept: int = 1, eta: int = 3, level: int = 3,
             f"top {kept} at eta={eta})")
 
 
+def dominated_by(count: int, n: int = 4, kept: int = 1, eta: int = 3, level: int = 3,
+                 resource: str = "epochs") -> str:
+    return (f"rung {level} {resource}: dominated by {count} of {n} (keeps the front and the "
+            f"top {kept} at eta={eta})")
+
+
 @pytest.mark.parametrize(
-    ("own", "rank"),
-    [((0.75, 22.0), 3),  # dominated by (0.8, 20) only: after front 0's two points
-     ((0.6, 28.0), 4)],  # dominated by all three
+    ("own", "count"),
+    [((0.75, 22.0), 1),  # dominated by (0.8, 20) only
+     ((0.6, 28.0), 2)],  # by (0.8, 20) and (0.7, 25)
 )
-def test_prune_stops_dominated_trials_in_the_documented_order(own: tuple[float, float],
-                                                              rank: int) -> None:
+def test_prune_stops_a_trial_dominated_by_as_many_points_as_the_rung_keeps(
+        own: tuple[float, float], count: int) -> None:
+    # Every point dominating it ranks ahead of it: with as many as the rung keeps, it is
+    # outside the top without ranking the rest.
     s = rung_3_study()
     trial = s.ask()
-    assert ParetoSuccessiveHalving(eta=3).prune(s, trial, rising(own, 3)) == ranked(rank)
+    assert ParetoSuccessiveHalving(eta=3).prune(s, trial, rising(own, 3)) == \
+        dominated_by(count)
 
 
 @pytest.mark.parametrize(
@@ -309,11 +318,12 @@ def test_prune_keeps_n_over_eta_beyond_the_front() -> None:
     s = rung_3_study()
     add(s, rising((0.78, 21.0), 3))  # dominated by (0.8, 20); dominates (0.7, 25)
     trial = s.ask()
-    # At eta=2, 5 trials keep 2. (0.75, 22) is dominated by (0.8, 20) and (0.78, 21):
-    # front 1 is {(0.78, 21)}, then (0.75, 22), then (0.7, 25); it ranks 4th of 5.
+    # At eta=2, 5 trials keep 2. (0.75, 22) is dominated by (0.8, 20) and (0.78, 21): two
+    # points ahead of it for certain, as many as are kept.
     pruner = ParetoSuccessiveHalving(eta=2, min_resource=3)
-    assert pruner.prune(s, trial, rising((0.75, 22.0), 3)) == ranked(4, 5, 2, 2)
-    # Front 1, ranked 3rd of 5: outside the top 2 and off the front.
+    assert pruner.prune(s, trial, rising((0.75, 22.0), 3)) == dominated_by(2, 5, 2, 2)
+    # Dominated by (0.8, 20) alone, but front 1 comes after both points of front 0: ranked
+    # 3rd of 5, outside the top 2 and off the front.
     trial = s.ask()
     assert pruner.prune(s, trial, rising((0.79, 20.5), 3)) == ranked(3, 5, 2, 2)
 
@@ -340,8 +350,9 @@ def test_prune_ranks_a_point_below_the_floor_after_the_others() -> None:
     pruner = ParetoSuccessiveHalving(eta=3, floor=Floor(below_baseline=0.05))
     # At 2.5 s the baseline was at 0.925 (between 0.90 and 0.95): the floor is 0.875.
     # (0.70, 2.5) is faster than the baseline (non-dominated) but below it.
-    assert pruner.prune(s, trial, rising((0.70, 2.5), 3)) == ranked(
-        2, 2, where="below the accuracy floor")
+    assert pruner.prune(s, trial, rising((0.70, 2.5), 3)) == (
+        "rung 3 epochs: below the accuracy floor, behind at least 1 of 2 (keeps the front "
+        "and the top 1 at eta=3)")
     # Without a floor the same point is on the front and continues.
     assert ParetoSuccessiveHalving(eta=3).prune(s, trial, rising((0.70, 2.5), 3)) is None
     # At or above the rung's floor it is worth having, and on the front.
@@ -382,7 +393,7 @@ def test_prune_counts_running_trials_and_skips_failed_and_unreached() -> None:
     s.add_trial(create_trial(state=TrialState.COMPLETE, values=[0.1, 1.0]))  # no curve
     trial = s.ask()
     pruner = ParetoSuccessiveHalving(eta=3, min_trials_at_rung=2)
-    assert pruner.prune(s, trial, rising((0.5, 20.0), 3)) == ranked(2, 2)
+    assert pruner.prune(s, trial, rising((0.5, 20.0), 3)) == dominated_by(1, 2)
 
 
 def test_prune_waits_for_min_trials_at_rung() -> None:
@@ -412,7 +423,7 @@ def test_prune_decides_rung_1_at_the_first_epoch() -> None:
     add(s, rising((0.9, 10.0), 3))
     trial = s.ask()
     pruner = ParetoSuccessiveHalving(eta=3, min_trials_at_rung=2)
-    assert pruner.prune(s, trial, curve((0.1, 9.0))) == ranked(2, 2, level=1)
+    assert pruner.prune(s, trial, curve((0.1, 9.0))) == dominated_by(1, 2, level=1)
 
 
 def test_prune_uses_own_curve_not_the_stored_one() -> None:
@@ -430,8 +441,7 @@ def test_prune_by_seconds_decides_the_highest_rung_crossed() -> None:
                                      min_resource=1.0)
     # One epoch of 12 seconds crosses rungs 1, 3 and 9 at once; rung 9 is decided.
     reason = pruner.prune(s, trial, curve((0.4, 12.0)))
-    assert reason == ("rung 9 seconds: dominated, ranked 2 of 2 (keeps the front and the "
-                      "top 1 at eta=3)")
+    assert reason == dominated_by(1, 2, level=9, resource="seconds")
 
 
 def test_prune_compares_only_trials_on_the_same_device() -> None:

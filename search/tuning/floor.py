@@ -22,13 +22,13 @@ Pure functions over Optuna trials; no torch.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from optuna import Study
 from optuna.trial import FrozenTrial, TrialState
 
@@ -95,8 +95,7 @@ class Floor:
             margin = baseline_accuracy - self.accuracy
         else:
             return [None] * len(seconds)
-        at = _interpolator(baseline_curve)
-        return [at(s) - margin for s in seconds]
+        return [float(v) - margin for v in _interpolate(baseline_curve, seconds)]
 
     def describe(self, resolved: float | None, metric: Metric = ACCURACY) -> str:
         """The floor in a few words, for status lines and the report, in the metric's
@@ -118,24 +117,19 @@ class Floor:
         return None
 
 
-def _interpolator(curve: Sequence[dict[str, Any]]) -> Callable[[float], float]:
-    """Best-so-far accuracy of ``curve`` at a time: linear between its epochs, from
-    (0 s, 0) before the first, flat after the last."""
-    times, bests = [0.0], [0.0]
-    for entry in curve:
-        times.append(float(entry["seconds"]))
-        bests.append(max(bests[-1], float(entry["accuracy"])))
-
-    def at(seconds: float) -> float:
-        # The first epoch that ended at or after `seconds` (the point at 0 s excluded).
-        i = bisect.bisect_left(times, seconds, lo=1)
-        if i == len(times):
-            return bests[-1]
-        if times[i] <= times[i - 1]:
-            return bests[i]
-        share = (seconds - times[i - 1]) / (times[i] - times[i - 1])
-        return bests[i - 1] + (bests[i] - bests[i - 1]) * share
-    return at
+def _interpolate(curve: Sequence[dict[str, Any]], seconds: Sequence[float]) -> np.ndarray:
+    """Best-so-far accuracy of ``curve`` at each of ``seconds``: linear between its epochs,
+    from (0 s, 0) before the first, flat after the last (the epoch that ends at or after
+    a time is found by bisection, all times at once)."""
+    times = np.array([0.0, *(float(e["seconds"]) for e in curve)])
+    bests = np.maximum.accumulate(np.array([0.0, *(float(e["accuracy"]) for e in curve)]))
+    at = np.asarray(seconds, dtype=float)
+    # The first epoch that ended at or after each time (the point at 0 s excluded).
+    i = np.minimum(np.searchsorted(times[1:], at, side="left") + 1, len(times) - 1)
+    span = times[i] - times[i - 1]
+    share = np.divide(at - times[i - 1], span, out=np.zeros_like(at), where=span > 0)
+    out = np.where(span > 0, bests[i - 1] + (bests[i] - bests[i - 1]) * share, bests[i])
+    return np.where(at > times[-1], bests[-1], out)
 
 
 def parse(raw: Any, *, source: str = "") -> Floor:

@@ -270,6 +270,7 @@ class ParetoSuccessiveHalving:
         self.floor = floor
         self._recorded: dict[tuple[int, int], bool] = {}  # study: whether it records rungs
         self._baselines: dict[tuple[int, int, Any], FrozenTrial] = {}  # completed ones
+        self._rungs: dict[tuple[int, int, float], _Rung] = {}  # what this process read
 
     def _crossed(self, curve: Sequence[dict[str, Any]]) -> list[float]:
         """The rungs first crossed by the curve's last entry, lowest first.
@@ -341,16 +342,8 @@ class ParetoSuccessiveHalving:
         n = len(points)
         if n < self.min_trials_at_rung:
             return None
-        worth = self._worth(study, points, device)
-        if worth[0] and on_front(points, worth, 0):
-            return None
-        kept = keeps(n, self.eta)
-        position = order(points, numbers, worth).index(0)
-        if position < kept:
-            return None
-        where = "below the accuracy floor" if not worth[0] else "dominated"
-        return (f"rung {level:g} {self.resource}: {where}, ranked {position + 1} of {n} "
-                f"(keeps the front and the top {kept} at eta={self.eta})")
+        why = judge(points, numbers, self._worth(study, points, device), self.eta)
+        return None if why is None else f"rung {level:g} {self.resource}: {why}"
 
     def _worth(self, study: optuna.Study, points: Sequence[Point], device: Any) -> list[bool]:
         """Whether each point is at or above the floor for its seconds (``Floor.at``)."""
@@ -389,15 +382,19 @@ class ParetoSuccessiveHalving:
             self._recorded[place] = bool(attrs.get(RECORDED))
         return self._recorded[place]
 
+    def _rung(self, study: optuna.Study, level: float) -> _Rung:
+        place = (id(study._storage), study._study_id, level)
+        if place not in self._rungs:
+            self._rungs[place] = _Rung(self.key(level))
+        return self._rungs[place]
+
     def points_at(self, study: optuna.Study, level: float, *, recorded: bool
                   ) -> list[tuple[int, Point, Any]]:
         """``(number, point, device)`` of every competing trial that reached rung
         ``level``: from the rung records, or (``recorded=False``) from every competing
         trial's stored curve. Both give the same points on a recording study (tested)."""
         if recorded:
-            return [(number, (value[0], value[1]), value[2]) for number, _, value in
-                    queries.system_attr(study, self.key(level), _COMPETING_STATES)
-                    if value is not None]  # None: voided (see forget)
+            return self._rung(study, level).read(study)
         out = []
         for t in study._storage.get_all_trials(study._study_id, deepcopy=False,
                                                states=_COMPETING_STATES):
@@ -407,6 +404,35 @@ class ParetoSuccessiveHalving:
         return out
 
 
+class _Rung:
+    """The points recorded at one rung, as this process has read them so far.
+
+    A finished trial never changes (Optuna refuses to update one), so the points of the
+    trials below ``horizon`` (every one of them finished when last read) are kept, and
+    each read asks only for the trials from the horizon on: those started since, or
+    still running. With a few workers that is a few trials, however large the study;
+    a process reads a rung's whole history once, at its first decision there.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.horizon = 0  # trial ids below it: finished and read
+        self.kept: list[tuple[int, Point, Any]] = []  # (number, point, device) below it
+
+    def read(self, study: optuna.Study) -> list[tuple[int, Point, Any]]:
+        rows = queries.system_attr(study, self.key, since=self.horizon)
+        unfinished = [tid for tid, _, state, _ in rows if not state.is_finished()]
+        horizon = min(unfinished) if unfinished else rows[-1][0] + 1 if rows else self.horizon
+        recent = []
+        for tid, number, state, value in rows:
+            if state not in _COMPETING_STATES or value is None:
+                continue  # failed or waiting, no record yet, or voided (see forget)
+            entry = (number, (value[0], value[1]), value[2])
+            (self.kept if tid < horizon else recent).append(entry)
+        self.horizon = horizon
+        return self.kept + recent
+
+
 RECORDED = f"{queries.PRIVATE}rungs"  # study system attribute: its trials record rungs
 
 
@@ -414,6 +440,37 @@ def start_recording(study: optuna.Study) -> None:
     """Mark a new study (before its first trial) as one whose trials record their rung
     points, so the pruner reads those instead of every trial's curve."""
     study._storage.set_study_system_attr(study._study_id, RECORDED, True)
+
+
+def judge(points: Sequence[Point], numbers: Sequence[int], worth: Sequence[bool],
+          eta: int) -> str | None:
+    """Why ``points[0]`` stops at its rung, or None: it continues if it is on the front
+    of the points worth having, or among the top ``keeps(n, eta)`` in :func:`order`.
+
+    Its place in that order is the number of points ahead of it, and every point that
+    dominates it in its group (and, below the floor, every point worth having) is ahead.
+    When those alone fill the top, it stops without ranking the rest: counted in one
+    pass, where a full ranking of a 10,000-trial rung takes tens of milliseconds. The
+    reason says which: "dominated by D of n", "behind at least A of n" (below the floor:
+    the points above it and those dominating it) or "ranked P of n".
+    """
+    n, kept = len(points), keeps(len(points), eta)
+    if worth[0] and on_front(points, worth, 0):
+        return None
+    tail = f"(keeps the front and the top {kept} at eta={eta})"
+    where = "dominated" if worth[0] else "below the accuracy floor"
+    own = points[0]
+    above = 0 if worth[0] else sum(worth)  # below the floor: every point worth having
+    dominating = sum(1 for p, w in zip(points, worth, strict=True)
+                     if w == worth[0] and _dominates(p, own))
+    if above + dominating >= kept:
+        if worth[0]:
+            return f"dominated by {dominating} of {n} {tail}"
+        return f"{where}, behind at least {above + dominating} of {n} {tail}"
+    position = order(points, numbers, worth).index(0)
+    if position < kept:
+        return None
+    return f"{where}, ranked {position + 1} of {n} {tail}"
 
 
 def on_front(points: Sequence[Point], worth: Sequence[bool], i: int) -> bool:

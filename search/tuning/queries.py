@@ -89,24 +89,24 @@ def count_by(study: optuna.Study, states: Collection[TrialState], key: str, valu
     return sum(1 for (text,) in rows if json.loads(text) == value)
 
 
-def system_attr(study: optuna.Study, key: str, states: Collection[TrialState]
-                ) -> list[tuple[int, int, Any]]:
-    """``(number, trial_id, value)`` of the trials in ``states`` that hold system
-    attribute ``key``, by number: one row per trial that has it, nothing of the others."""
+def system_attr(study: optuna.Study, key: str, *, since: int = 0
+                ) -> list[tuple[int, int, TrialState, Any]]:
+    """``(trial_id, number, state, value)`` of every trial of ``study`` whose id is at
+    least ``since``, by id: ``value`` is its system attribute ``key``, None where it has
+    none. ``since`` lets a caller that keeps what it read of finished trials (which never
+    change) read only the trials after them."""
     engine = _rdb(study)
     if engine is None:
-        return [(t.number, t._trial_id, t.system_attrs[key])
-                for t in _trials_of(study, states) if key in t.system_attrs]
-    rows = _query(engine, f"SELECT t.number, t.trial_id, a.value_json FROM trials t "
-                          f"JOIN trial_system_attributes a ON a.trial_id = t.trial_id "
-                          f"WHERE t.study_id = :sid AND t.state IN ({_states_sql(states)}) "
-                          f"AND a.key = :key ORDER BY t.number",
-                  sid=study._study_id, key=key)
-    if not rows:
-        return []
+        return [(t._trial_id, t.number, t.state, t.system_attrs.get(key))
+                for t in sorted(_trials_of(study, None), key=lambda t: t._trial_id)
+                if t._trial_id >= since]
+    rows = _query(engine, "SELECT t.trial_id, t.number, t.state, a.value_json FROM trials t "
+                          "LEFT JOIN trial_system_attributes a ON a.trial_id = t.trial_id "
+                          "AND a.key = :key WHERE t.study_id = :sid AND t.trial_id >= :since "
+                          "ORDER BY t.trial_id", sid=study._study_id, key=key, since=since)
     # One parse for all values: json.loads per row costs more than the query.
-    values = json.loads("[" + ",".join(r[2] for r in rows) + "]")
-    return [(int(r[0]), int(r[1]), v) for r, v in zip(rows, values, strict=True)]
+    values = json.loads("[" + ",".join(r[3] or "null" for r in rows) + "]")
+    return [(int(r[0]), int(r[1]), _state(r[2]), v) for r, v in zip(rows, values, strict=True)]
 
 
 def flagged(study: optuna.Study, key: str) -> list[int]:
