@@ -58,6 +58,7 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -332,13 +333,12 @@ class ParetoSuccessiveHalving:
         mine = study._storage.get_trial(trial._trial_id).user_attrs
         if mine.get(floors.BASELINE_ATTR):
             return None  # the reference the floor is measured from
-        device = mine.get("device")
-        points, numbers = [own], [trial.number]
-        for number, point, where in self.points_at(study, level,
-                                                   recorded=self._recording(study)):
-            if number != trial.number and where == device:  # own: ``own`` is newer
-                points.append(point)
-                numbers.append(number)
+        device, me = mine.get("device"), trial.number
+        others = [(number, point) for number, point, where in
+                  self.points_at(study, level, recorded=self._recording(study))
+                  if number != me and where == device]  # own: ``own`` is newer
+        points = [own, *(point for _, point in others)]
+        numbers = [me, *(number for number, _ in others)]
         n = len(points)
         if n < self.min_trials_at_rung:
             return None
@@ -455,14 +455,16 @@ def judge(points: Sequence[Point], numbers: Sequence[int], worth: Sequence[bool]
     the points above it and those dominating it) or "ranked P of n".
     """
     n, kept = len(points), keeps(len(points), eta)
-    if worth[0] and on_front(points, worth, 0):
-        return None
+    xy, group = np.asarray(points, dtype=float), np.asarray(worth, dtype=bool)
+    (acc, sec), w = xy[0], group[0]
+    dominates_own = ((xy[:, 0] >= acc) & (xy[:, 1] <= sec)
+                     & ((xy[:, 0] > acc) | (xy[:, 1] < sec)))
+    dominating = int(np.count_nonzero(dominates_own & (group == w)))
+    if w and dominating == 0:
+        return None  # on the front of the points worth having
     tail = f"(keeps the front and the top {kept} at eta={eta})"
-    where = "dominated" if worth[0] else "below the accuracy floor"
-    own = points[0]
-    above = 0 if worth[0] else sum(worth)  # below the floor: every point worth having
-    dominating = sum(1 for p, w in zip(points, worth, strict=True)
-                     if w == worth[0] and _dominates(p, own))
+    where = "dominated" if w else "below the accuracy floor"
+    above = 0 if w else int(np.count_nonzero(group))  # below the floor: all worth having
     if above + dominating >= kept:
         if worth[0]:
             return f"dominated by {dominating} of {n} {tail}"
@@ -471,12 +473,6 @@ def judge(points: Sequence[Point], numbers: Sequence[int], worth: Sequence[bool]
     if position < kept:
         return None
     return f"{where}, ranked {position + 1} of {n} {tail}"
-
-
-def on_front(points: Sequence[Point], worth: Sequence[bool], i: int) -> bool:
-    """Whether point ``i`` is non-dominated among the points worth having."""
-    return worth[i] and not any(w and _dominates(p, points[i])
-                                for p, w in zip(points, worth, strict=True))
 
 
 def make_pruner(spec: dict[str, Any], floor: floors.Floor | None = None) -> Any:
