@@ -16,6 +16,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from search.tuning import loop
@@ -56,7 +57,7 @@ GRACE = 3  # seconds without a heartbeat before a trial is stale, in fm.FAST_HEA
 
 
 def _long_study(tmp_path: Path, url: str | None = None
-                ) -> tuple[str, optuna.storages.RDBStorage, tuple[str, ...]]:
+                ) -> tuple[str, optuna.storages.BaseStorage, tuple[str, ...]]:
     """A one-trial study of a 6-epoch baseline (in SQLite unless ``url`` says otherwise):
     (url, a reader, worker args)."""
     fm.pretrained()
@@ -64,7 +65,9 @@ def _long_study(tmp_path: Path, url: str | None = None
     path = fm.write_recipe(tmp_path, SPACE, trials=1, storage=url, **LONG)
     recipe = recipes.load(path)
     open_study(recipe, plan_for(recipe))
-    reader = optuna.storages.RDBStorage(url)  # the test's own handle: no heartbeat
+    # The test's own handle: no heartbeat, no reaping.
+    reader = (optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal://")))
+              if url.startswith("journal://") else optuna.storages.RDBStorage(url))
     return url, reader, ("worker", "tiny", "--storage", url, "--device", "cpu", "--quiet")
 
 
@@ -111,8 +114,9 @@ def test_a_killed_workers_trial_is_failed_and_retried_by_the_next_worker(
     _check_retried(reader, doomed)
 
 
+@pytest.mark.parametrize("backend", ["postgresql", "journal"])
 def test_a_waiting_worker_takes_over_the_trial_of_a_worker_killed_mid_trial(
-        tmp_path: Path, postgres_url: str) -> None:
+        tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
     # Two workers and a budget of one trial: one trains it, the other waits at the budget
     # gate (the only slot is taken). Killing the first must not leave the second waiting
     # forever: within the grace period it fails the dead trial and runs its retry.
@@ -126,7 +130,11 @@ def test_a_waiting_worker_takes_over_the_trial_of_a_worker_killed_mid_trial(
     # reaper sets FAIL and only then queues the retry, and a gate that reads the states in
     # between starts a fresh trial, fills the budget, and leaves the retry WAITING; let
     # the gate call optuna.storages.fail_stale_trials itself before it reads the states.
-    url, reader, worker = _long_study(tmp_path, postgres_url)
+    # On a journal file (no heartbeats in Optuna) the workers beat through files beside
+    # it (search/tuning/liveness.py): without them the survivor waited forever.
+    url = (request.getfixturevalue("postgres_url") if backend == "postgresql"
+           else f"journal://{tmp_path / 'tiny.journal'}")
+    url, reader, worker = _long_study(tmp_path, url)
     procs = [fm.spawn(*worker, wrapper=fm.FAST_HEARTBEAT) for _ in range(2)]
     try:
         doomed = fm.wait_for(lambda: fm.running_with_curve(reader, "tiny"), timeout=WAIT,
@@ -165,6 +173,53 @@ def test_the_reaper_fails_a_stale_trial_and_queues_its_retry(tmp_path: Path) -> 
         reaper.stop()
     [retry] = retries_of(study.trials, 0)
     assert retry.state == TrialState.WAITING and retry.params == study.trials[0].params
+
+
+def test_a_journal_workers_trial_is_reaped_once_its_heartbeat_file_goes_quiet(
+        tmp_path: Path) -> None:
+    from search.tuning import liveness
+
+    storage = open_storage(f"journal://{tmp_path / 'x.journal'}", heartbeat=1, grace=GRACE)
+    study = optuna.create_study(study_name="x", storage=storage)
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    trial.set_user_attr("worker", "host:1")
+    beat = liveness.Heartbeat(study, "host:1")
+    beat.start()  # the worker is alive: its trial is not touched
+    try:
+        assert beat.path is not None and beat.path.parent == tmp_path / "x.journal.workers"
+        time.sleep(GRACE + 1.5)
+        assert liveness.reap(study) == []
+    finally:
+        beat._stop.set()  # the worker dies: its file stays, and goes stale
+        beat._thread.join()
+    fm.wait_for(lambda: liveness.reap(study) == [0], timeout=10 * GRACE,
+                what="the quiet worker's trial to be reaped")
+    assert study.trials[0].state == TrialState.FAIL
+    assert study.trials[0].user_attrs["outcome"] == "lost"
+    assert "host:1 stopped beating" in study.trials[0].user_attrs["reason"]
+    [retry] = retries_of(study.trials, 0)
+    assert retry.state == TrialState.WAITING and retry.params == study.trials[0].params
+    assert liveness.reap(study) == []  # once
+
+
+def test_the_budget_gate_waits_a_bounded_time_and_says_on_what(tmp_path: Path) -> None:
+    from search.tuning import liveness
+
+    storage = open_storage(f"journal://{tmp_path / 'x.journal'}", heartbeat=1, grace=GRACE)
+    study = optuna.create_study(study_name="x", storage=storage)
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    trial.set_user_attr("worker", "host:2")
+    beat = liveness.Heartbeat(study, "host:2")
+    beat.start()
+    notes: list[str] = []
+    try:
+        gate = loop.BudgetGate(1, poll=0.1, max_wait=1.5, report=0.5, note=notes.append)
+        gate(study, None)  # the only slot is held by a live worker's trial
+    finally:
+        beat.stop()
+    assert gate.done and gate.gave_up is not None
+    assert "trial 0 (host:2, beat" in gate.gave_up and "stopped waiting after" in gate.gave_up
+    assert any(n.startswith("waiting ") and "trial 0 (host:2" in n for n in notes), notes
 
 
 # --- SIGINT and SIGTERM --------------------------------------------------------------------------

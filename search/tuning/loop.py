@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from optuna.trial import TrialState
 
 from search.errors import Interrupted, UserError
 from search.outcomes import FINISHED
-from search.tuning import queries
+from search.tuning import liveness, queries
 from search.tuning.recipe import Recipe
 from search.tuning.storage import retry_callback
 from search.tuning.study import Plan, open_study, plan_for
@@ -51,7 +52,7 @@ def work(study: optuna.Study, plan: Plan, *, trials: int | None = None,
 
     SIGINT and SIGTERM end the trial in flight as failed (outcome ``interrupted``) and
     re-queue its params; a background thread fails trials of dead workers whose
-    heartbeat stopped (RDB storages), re-queueing their params too.
+    heartbeat stopped (``search/tuning/liveness.py``), re-queueing their params too.
     """
     import torch
 
@@ -81,16 +82,17 @@ def work(study: optuna.Study, plan: Plan, *, trials: int | None = None,
                           floor=plan.floor, budget=trials,
                           worker=worker_id(), on_epoch=bar.on_epoch, context=plan.context,
                           trainer=plan.trainer, metric=plan.metric)
-    reaper = _Reaper(study)
+    reaper, beat = _Reaper(study), liveness.Heartbeat(study, objective.worker)
     previous = signal.getsignal(signal.SIGTERM)
     in_main = threading.current_thread() is threading.main_thread()
     if in_main:
         signal.signal(signal.SIGTERM, _interrupt)
     start, before = time.perf_counter(), _finished_by(study, objective.worker)
     try:
-        optuna.storages.fail_stale_trials(study)  # zombies of earlier runs
+        beat.start()
+        liveness.reap(study)  # zombies of earlier runs
         reaper.start()
-        gate = BudgetGate(trials)
+        gate = BudgetGate(trials, note=bar.note)
         gate(study, None)
         if not gate.done:
             study.optimize(objective, timeout=timeout,
@@ -102,6 +104,7 @@ def work(study: optuna.Study, plan: Plan, *, trials: int | None = None,
                           f"as failed and re-queued; run again to continue") from None
     finally:
         reaper.stop()
+        beat.stop()
         bar.close()
         if in_main:
             signal.signal(signal.SIGTERM, previous)
@@ -119,34 +122,67 @@ _REAPING = threading.Lock()
 
 class BudgetGate:
     """Before each new trial: stop once the study holds ``trials`` finished trials; while
-    running trials fill the remaining slots, wait (one of them may still fail, and a
-    dead worker's trial is re-queued by the reaper), then go on."""
+    running trials fill the remaining slots, wait (a dead worker's trial is failed and
+    re-queued by :func:`liveness.reap`, and this worker runs the retry), then go on.
 
-    def __init__(self, trials: int | None, *, poll: float = 1.0) -> None:
+    The wait is bounded: after ``max_wait`` seconds (``$SEARCH_MAX_WAIT_SECONDS``, default
+    an hour) this worker stops, saying which trials held the slots and whose they were;
+    meanwhile it says so every ``report`` seconds through ``note``."""
+
+    def __init__(self, trials: int | None, *, poll: float = 1.0, max_wait: float | None = None,
+                 report: float = 60.0, note: Callable[[str], None] | None = None) -> None:
         self.trials = trials
         self.poll = poll
+        self.max_wait = max_wait if max_wait is not None else float(
+            os.environ.get("SEARCH_MAX_WAIT_SECONDS", 3600))
+        self.report = report
+        self.note = note or (lambda _line: None)
         self.done = False
+        self.gave_up: str | None = None
 
     def __call__(self, study: optuna.Study, _trial: Any) -> None:
         if self.trials is None:
             return
+        start = last_note = time.monotonic()
         while True:
             # Fail (and re-queue) dead workers' trials first, so a slot they held counts
             # as free and its retry as waiting. Under the lock the reaper thread also
             # takes: between its FAIL and its re-queue the gate would see a free slot and
             # no retry, start a fresh trial and leave the retry waiting past the budget.
             with _REAPING:
-                optuna.storages.fail_stale_trials(study)
+                liveness.reap(study)
                 states = queries.states(study)
             finished = sum(states[s] for s in FINISHED)
-            if finished >= self.trials:
+            waited = time.monotonic() - start
+            if finished >= self.trials or waited > self.max_wait:
                 self.done = True
+                if finished < self.trials:
+                    self.gave_up = (f"stopped waiting after {waited:.0f} s for "
+                                    f"{_holders(study)}: they hold the budget's last slots; "
+                                    f"run `search worker` again to take over if one dies")
+                    self.note(self.gave_up)
                 if _trial is not None:  # inside optimize (a callback); before it, no need
                     study.stop()
                 return
             if finished + states[TrialState.RUNNING] < self.trials or states[TrialState.WAITING]:
                 return
+            if time.monotonic() - last_note >= self.report:
+                self.note(f"waiting {waited:.0f} s for {_holders(study)} (the budget's last "
+                          f"slots; a dead worker's trial is failed and re-queued within its "
+                          f"grace period)")
+                last_note = time.monotonic()
             time.sleep(self.poll)
+
+
+def _holders(study: optuna.Study) -> str:
+    """The running trials, with their workers and how long since each last beat."""
+    out = []
+    for t in study._storage.get_all_trials(study._study_id, deepcopy=False,
+                                           states=(TrialState.RUNNING,)):
+        silent = liveness.last_beat(study, t)
+        beat = "" if silent is None else f", beat {silent:.0f} s ago"
+        out.append(f"trial {t.number} ({t.user_attrs.get('worker', '?')}{beat})")
+    return ", ".join(out) or "no running trial"
 
 
 class FailureGuard:
@@ -191,8 +227,7 @@ class _Reaper:
 
     def __init__(self, study: optuna.Study) -> None:
         self.study = study
-        get = getattr(study._storage, "get_heartbeat_interval", None)
-        self.interval = get() if get else None
+        self.interval = liveness.interval(study)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="search-reaper")
 
@@ -204,7 +239,7 @@ class _Reaper:
         while not self._stop.wait(self.interval):
             try:
                 with _REAPING:
-                    optuna.storages.fail_stale_trials(self.study)
+                    liveness.reap(self.study)
             except Exception:  # noqa: BLE001 - a storage hiccup must not kill the worker
                 pass
 

@@ -3,6 +3,7 @@ per-trial bar (epoch, accuracy, seconds, the trial's key params). Written to std
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import optuna
@@ -59,6 +60,10 @@ class Progress:
             self.counts["done"] += 1
         self.study_bar.update(1)
         self.study_bar.set_postfix(self.counts)
+
+    def note(self, line: str) -> None:
+        """One line about the run, shown even without bars: a wait is news."""
+        tqdm.write(line, file=sys.stderr)
 
     def close(self) -> None:
         self.trial_bar.close()

@@ -2,8 +2,10 @@
 PostgreSQL when many workers on many machines share a study), or a journal file
 (``journal:///path``) for several local processes without a server.
 
-RDB storages run with heartbeats: a worker that dies mid-trial stops beating, and any
-worker fails its trial after the grace period and re-queues its params (bounded retries).
+RDB storages run with Optuna's heartbeats, journal files with ours (a file per worker
+beside the journal, ``search/tuning/liveness.py``): a worker that dies mid-trial stops
+beating, and any worker fails its trial after the grace period and re-queues its params
+(bounded retries).
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ from __future__ import annotations
 import os
 import re
 import warnings
+import weakref
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -52,7 +57,7 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat: int | None = 
     heartbeat = heartbeat or _seconds("SEARCH_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS)
     grace = grace or _seconds("SEARCH_GRACE_SECONDS", GRACE_SECONDS)
     if url.startswith("journal://"):
-        return _journal(url, must_exist)
+        return _journal(url, must_exist, heartbeat, grace)
     if "://" not in url:
         raise UserError(f"--storage: not a storage URL (e.g. sqlite:///studies/x.db, "
                         f"journal:///studies/x.journal or postgresql://user@host/db), "
@@ -91,12 +96,33 @@ def _seconds(name: str, default: int) -> int:
     return int(text)
 
 
-def _journal(url: str, must_exist: bool) -> optuna.storages.JournalStorage:
+@dataclass(frozen=True)
+class JournalLiveness:
+    """Where a journal's workers beat (one file each) and how often, in seconds."""
+
+    folder: Path
+    interval: float
+    grace: float
+
+
+_JOURNALS: weakref.WeakKeyDictionary[Any, JournalLiveness] = weakref.WeakKeyDictionary()
+
+
+def journal_liveness(storage: Any) -> JournalLiveness | None:
+    """The heartbeat settings of a journal storage opened here; None for any other."""
+    return _JOURNALS.get(storage)
+
+
+def _journal(url: str, must_exist: bool, heartbeat: int, grace: int
+             ) -> optuna.storages.JournalStorage:
     from optuna.storages.journal import JournalFileBackend
 
     path = Path(url.removeprefix("journal://"))
     _check_file(path, must_exist, url)
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    _JOURNALS[storage] = JournalLiveness(path.with_name(path.name + ".workers"), heartbeat,
+                                         grace)
+    return storage
 
 
 def _check_file(path: Path, must_exist: bool, url: str) -> None:

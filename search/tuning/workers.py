@@ -20,8 +20,8 @@ import optuna
 from optuna.trial import TrialState
 
 from search.errors import UserError
-from search.tuning import queries
-from search.tuning.storage import is_sqlite, retry_callback
+from search.tuning import liveness, queries
+from search.tuning.storage import is_sqlite
 
 
 @dataclass(frozen=True)
@@ -83,10 +83,13 @@ def launch(study: optuna.Study, storage: str, launch_plan: Launch, *, trials: in
     previous = signal.signal(signal.SIGTERM, lambda *_: _forward(procs, signal.SIGTERM))
     bar = tqdm(total=trials, desc=f"trials ({len(procs)} workers)", unit="trial",
                disable=not progress)
+    reaped: set[int] = set()
     try:
         while any(p.poll() is None for p in procs):
+            _reap_dead(study, procs, reaped)
             _show(study, bar)
             time.sleep(1.0)
+        _reap_dead(study, procs, reaped)
         _show(study, bar)
     except KeyboardInterrupt:
         _forward(procs, signal.SIGINT)
@@ -96,22 +99,26 @@ def launch(study: optuna.Study, storage: str, launch_plan: Launch, *, trials: in
     finally:
         bar.close()
         signal.signal(signal.SIGTERM, previous)
-    for p in procs:
-        if p.returncode not in (0, 2, 130):  # killed without a chance to record its trial
-            fail_orphans(study, f"{os.uname().nodename}:{p.pid}")
     return [p.returncode for p in procs]
 
 
-def fail_orphans(study: optuna.Study, worker: str) -> list[int]:
+def _reap_dead(study: optuna.Study, procs: list[subprocess.Popen], reaped: set[int]) -> None:
+    """As soon as a worker ends without a chance to record its trial (killed, out of
+    memory), fail that trial and queue it again, so the others run it: no grace period
+    to wait out, since this process saw the worker die."""
+    for p in procs:
+        if p.returncode is not None and p.pid not in reaped:
+            reaped.add(p.pid)
+            if p.returncode not in (0, 2, 130):
+                fail_orphans(study, f"{os.uname().nodename}:{p.pid}", p.returncode)
+
+
+def fail_orphans(study: optuna.Study, worker: str, code: int | None = None) -> list[int]:
     """Fail the RUNNING trials of a dead worker and re-queue their params (bounded)."""
-    failed = []
-    retry = retry_callback()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.user_attrs.get("worker") == worker:
-            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-            retry(study, study._storage.get_trial(t._trial_id))
-            failed.append(t.number)
-    return failed
+    how = f"exit code {code}" if code is not None else "no word"
+    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if t.user_attrs.get("worker") == worker
+            and liveness.fail_and_requeue(study, t, f"its worker {worker} ended ({how})")]
 
 
 def _forward(procs: list[subprocess.Popen], sig: int) -> None:
