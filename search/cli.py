@@ -134,14 +134,21 @@ def train(study: str, sets: tuple[str, ...], config_file: str | None, device: st
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=None)
 @click.option("--sampler", default=None, help="tpe, nsga2, random, gp, qmc or grid.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes on this host (the CPU cores are split between them).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes on this host (the CPU cores are split between them; "
+                   "default 1), or at most this many on the --ray cluster.")
 @click.option("--devices", default=None, help="One worker per device: cuda:0,cuda:1,...")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Place workers on a Ray cluster: its address, auto, or local (start one "
+                   "here). One worker per GPU, else per --ray-cores CPUs.")
+@click.option("--ray-cores", type=click.IntRange(min=1), default=1, show_default=True,
+              help="CPU cores per worker on a Ray cluster without GPUs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the front as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run(study: str, trials: int | None, timeout: float | None, storage: str | None,
-        device: str, seed: int | None, sampler: str | None, workers: int, devices: str | None,
-        as_json: bool, quiet: bool) -> None:
+        device: str, seed: int | None, sampler: str | None, workers: int | None,
+        devices: str | None, ray_address: str | None, ray_cores: int, as_json: bool,
+        quiet: bool) -> None:
     """Run (or resume) the study of a recipe file and print its Pareto front."""
     import time
 
@@ -157,12 +164,23 @@ def run(study: str, trials: int | None, timeout: float | None, storage: str | No
         raise UserError(f"--sampler: unknown sampler (valid: {', '.join(recipes.SAMPLERS)}), "
                         f"got {sampler!r}")
     url = storage or rec.storage
-    launch = local.plan_launch(workers, devices, url)
+    if ray_address is not None and devices is not None:
+        raise UserError("--ray and --devices: Ray places the workers on the cluster's devices")
+    launch = local.plan_launch(1 if ray_address else workers or 1, devices, url)
     plan = studies.plan_for(rec)
     opened = studies.open_study(rec, plan, storage=url, sampler=sampler, seed=seed,
                                 trials=trials, timeout=timeout)
     progress = not (quiet or as_json)
-    if len(launch.devices) == 1:
+    if ray_address is not None:
+        from search.tuning import cluster
+
+        start, before = time.perf_counter(), loop.finished_count(opened)
+        cluster.run(opened, url, ray_address, cores=ray_cores, workers=workers,
+                    trials=trials, timeout=timeout,
+                    note=lambda line: click.echo(line, err=True) if progress else None)
+        summary = loop.RunSummary(opened, loop.finished_count(opened) - before,
+                                  time.perf_counter() - start)
+    elif len(launch.devices) == 1:
         summary = loop.work(opened, plan, trials=trials, timeout=timeout,
                            device=device if launch.devices == ("auto",) else
                            launch.devices[0], progress=progress)

@@ -162,10 +162,11 @@ def _default_sigint() -> None:
 
 
 def spawn(*args: str, wrapper: str | None = None, threads: int | None = None,
-          cwd: Path | None = None) -> subprocess.Popen:
-    """Start ``search ARGS`` in its own process group, capturing its output as text."""
+          cwd: Path | None = None, extra: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``search ARGS`` in its own process group, capturing its output as text
+    (``extra``: environment variables to add)."""
     return subprocess.Popen(search_cmd(*args, wrapper=wrapper), cwd=cwd or ROOT,
-                            env=env(threads), stdout=subprocess.PIPE,
+                            env={**env(threads), **(extra or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
                             preexec_fn=_default_sigint)
 
