@@ -8,6 +8,7 @@ commands, so ``search --help`` stays fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -143,12 +144,15 @@ def train(study: str, sets: tuple[str, ...], config_file: str | None, device: st
                    "here). One worker per GPU, else per --ray-cores CPUs.")
 @click.option("--ray-cores", type=click.IntRange(min=1), default=1, show_default=True,
               help="CPU cores per worker on a Ray cluster without GPUs.")
+@click.option("--rank-shared", is_flag=True,
+              help="Rank trials that shared a device (--workers) with those that did not: "
+                   "one device key for both (each still records how many shared).")
 @click.option("--json", "as_json", is_flag=True, help="Print the front as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run(study: str, trials: int | None, timeout: float | None, storage: str | None,
         device: str, seed: int | None, sampler: str | None, workers: int | None,
-        devices: str | None, ray_address: str | None, ray_cores: int, as_json: bool,
-        quiet: bool) -> None:
+        devices: str | None, ray_address: str | None, ray_cores: int, rank_shared: bool,
+        as_json: bool, quiet: bool) -> None:
     """Run (or resume) the study of a recipe file and print its Pareto front."""
     import time
 
@@ -164,6 +168,8 @@ def run(study: str, trials: int | None, timeout: float | None, storage: str | No
         raise UserError(f"--sampler: unknown sampler (valid: {', '.join(recipes.SAMPLERS)}), "
                         f"got {sampler!r}")
     url = storage or rec.storage
+    if rank_shared:  # read by every worker this process starts (timing.fingerprint)
+        os.environ["SEARCH_RANK_SHARED"] = "1"
     if ray_address is not None and devices is not None:
         raise UserError("--ray and --devices: Ray places the workers on the cluster's devices")
     launch = local.plan_launch(1 if ray_address else workers or 1, devices, url)
@@ -198,6 +204,36 @@ def run(study: str, trials: int | None, timeout: float | None, storage: str | No
     click.echo(report.front_table(summary.study))
     click.echo(f"ran {summary.ran} trials in {summary.seconds:.0f}s; study {rec.name!r} "
                f"stored in {url}")
+
+
+@cli.command()
+@click.argument("study", type=click.Path())
+@click.option("--trials", type=click.IntRange(min=1), default=None,
+              help="Total finished trials the study should hold (default: the recipe's).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop starting trials after this many seconds.")
+@click.option("--storage", default=None, help="SQLAlchemy URL (default: the recipe's).")
+@click.option("--seed", type=click.IntRange(min=0), default=None)
+@click.option("--sampler", default=None, help="tpe, nsga2, random, gp, qmc or grid.")
+def create(study: str, trials: int | None, timeout: float | None, storage: str | None,
+           seed: int | None, sampler: str | None) -> None:
+    """Make the study of a recipe file (its baseline queued) without running a trial, for
+    workers to join: `search worker`, a SLURM array, a Kubernetes Job (deploy/)."""
+    from search.tuning import recipe as recipes
+    from search.tuning import study as studies
+    from search.tuning.storage import mask_url as mask
+
+    rec = recipes.load(study)
+    if sampler is not None and sampler not in recipes.SAMPLERS:
+        raise UserError(f"--sampler: unknown sampler (valid: {', '.join(recipes.SAMPLERS)}), "
+                        f"got {sampler!r}")
+    url = storage or rec.storage
+    opened = studies.open_study(rec, studies.plan_for(rec), storage=url, sampler=sampler,
+                                seed=seed, trials=trials, timeout=timeout)
+    budget = opened.user_attrs.get("budget") or {}
+    click.echo(f"study {rec.name!r} ready in {mask(url)}: a budget of {budget.get('trials')} "
+               f"trials, {len(opened.trials)} in it; join workers with `search worker "
+               f"{rec.name} --storage URL`")
 
 
 @cli.command()

@@ -185,3 +185,22 @@ def test_the_device_key_says_how_many_trainings_shared_the_device(
     shared = fingerprint(torch.device("cpu"))
     assert shared["key"] == alone["key"] + " shared by 3" and shared["shared"] == 3
     assert alone["shared"] == 1 and alone["cores"]
+    # Unless the user says so (search run --rank-shared): one key, the count still recorded.
+    monkeypatch.setenv("SEARCH_RANK_SHARED", "1")
+    pooled = fingerprint(torch.device("cpu"))
+    assert pooled["key"] == alone["key"] and pooled["shared"] == 3
+
+
+def test_rank_shared_reaches_the_workers_of_search_run(tmp_path: Path) -> None:
+    fm.pretrained()
+    path = fm.write_recipe(tmp_path, SPACE, baseline=BASELINE, probes=False)
+    url = f"journal://{tmp_path / 'tiny.journal'}"
+    done = fm.run("run", str(path), "--workers", "2", "--storage", url, "--trials", "2",
+                  "--rank-shared", "--quiet", timeout=WAIT)
+    assert done.returncode == 0, done.stderr
+    trials = fm.trials_of(open_storage(url, must_exist=True), "tiny")
+    finished = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(finished) == 2
+    for t in finished:
+        assert "shared by" not in t.user_attrs["device"]
+        assert t.user_attrs["result"]["device"]["shared"] == 2

@@ -99,8 +99,11 @@ def fingerprint(device: torch.device) -> dict[str, Any]:
     """What the measured seconds depend on: the device, its software, the threads, the
     cores this process may run on, and how many trainings share the device
     (``$SEARCH_SHARED``, set by ``search run --workers``). Seconds measured under other
-    contention carry another key, so they are never ranked against these."""
+    contention carry another key, so they are never ranked against these, unless the
+    user says so (``--rank-shared``, ``$SEARCH_RANK_SHARED=1``): then the key leaves the
+    contention out, and ``shared`` still records it."""
     shared = int(os.environ.get("SEARCH_SHARED", "1"))
+    apart = shared > 1 and os.environ.get("SEARCH_RANK_SHARED") != "1"
     info: dict[str, Any] = {
         "device_type": device.type,
         "cpu": _cpu_model(),
@@ -116,7 +119,7 @@ def fingerprint(device: torch.device) -> dict[str, Any]:
         info["device_name"] = info["cpu"]
     info["key"] = ((f"cuda:{info['device_name']}" if device.type == "cuda"
                     else f"cpu:{info['cpu']} x{info['threads']}")
-                   + (f" shared by {shared}" if shared > 1 else ""))
+                   + (f" shared by {shared}" if apart else ""))
     return info
 
 

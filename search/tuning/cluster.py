@@ -33,6 +33,7 @@ from search.tuning.storage import is_sqlite
 
 # Settings a worker needs from this process's environment (the tests' short heartbeats).
 _PASSED = ("SEARCH_HEARTBEAT_SECONDS", "SEARCH_GRACE_SECONDS", "SEARCH_MAX_WAIT_SECONDS",
+           "SEARCH_RANK_SHARED",
            "SEARCH_CACHE", "TORCH_HOME")
 
 
