@@ -323,7 +323,7 @@ def _choose(name: str, storage: str | None, device_key: str | None, min_accuracy
     reach = None if min_accuracy is None else metrics.of_study(study).score(min_accuracy)
     picked = chooser.choose(trials, name, min_accuracy=reach, max_seconds=max_seconds,
                             trial=trial, device=device, floor=floor)
-    return study, picked
+    return study, chooser.whole(study, picked)
 
 
 @cli.command()
@@ -334,7 +334,7 @@ def best(name: str, storage: str | None, device_key: str | None, min_accuracy: f
          max_seconds: float | None, knee: bool, as_json: bool) -> None:
     """Pick one config from the front of study NAME and print it."""
     from search import metric as metrics
-    from search.reviewing.export import measured_config, stopping
+    from search.reviewing.choose import measured, stopping
     from search.reviewing.report import fmt_accuracy
 
     study, trial = _choose(name, storage, device_key, min_accuracy, max_seconds, knee)
@@ -344,13 +344,13 @@ def best(name: str, storage: str | None, device_key: str | None, min_accuracy: f
            "test_accuracy": metric.value(result.get("test_accuracy")),
            "seconds": result.get("seconds"),
            "best_epoch": result.get("best_epoch"), "device": trial.user_attrs.get("device"),
-           "params": measured_config(trial).to_dict()}
+           "params": measured(trial)}
     if as_json:
         click.echo(json.dumps(out))
         return
     click.echo(f"trial {trial.number}: {metric.name} {out['accuracy']:.4f} "
                f"(test {fmt_accuracy(out['test_accuracy'])}) in {out['seconds']:.3f}s "
-               f"({stopping(measured_config(trial))}) "
+               f"({stopping(out['params'])}) "
                f"on {out['device']}")
     for key, value in out["params"].items():
         click.echo(f"  {key}: {value}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -41,10 +42,35 @@ def read(study: optuna.Study, *, states: tuple[TrialState, ...] | None = None,
 
 
 def load_complete(name: str, storage: str) -> tuple[optuna.Study, list[FrozenTrial]]:
-    """An existing study and its COMPLETE trials, read without the others (a large
-    study is mostly pruned trials)."""
+    """An existing study and its COMPLETE trials with what choosing needs (values,
+    outcome, device, result), read without the others and without their params, curves
+    and configs: :func:`whole` reads those of the one chosen."""
+    from search.tuning import queries
+
     study = load_study(name, storage)
-    return study, read(study, states=(TrialState.COMPLETE,), curves=False)
+    return study, queries.trials(study, states=(TrialState.COMPLETE,), params=False,
+                                 skip=("traceback", "curve", "config"))
+
+
+def measured(trial: FrozenTrial) -> dict[str, Any]:
+    """A finished trial's config fields, set to stop where its point was measured: the end
+    of its best epoch (``stop_after``), the schedule laid out over its ``epochs``. A plain
+    mapping, so printing a choice needs no torch (``export.measured_config`` types it)."""
+    params = dict(trial.user_attrs["config"])
+    best_epoch = (trial.user_attrs.get("result") or {}).get("best_epoch")
+    if best_epoch:
+        params["stop_after"] = best_epoch
+    return params
+
+
+def stopping(params: dict[str, Any]) -> str:
+    """Where a measured point stops, in words: "stop after epoch 3 of 10"."""
+    return f"stop after epoch {params.get('stop_after') or params['epochs']} of {params['epochs']}"
+
+
+def whole(study: optuna.Study, trial: FrozenTrial) -> FrozenTrial:
+    """Every record of one trial (Optuna's own read)."""
+    return study._storage.get_trial(trial._trial_id)
 
 
 def device_of(trials: Sequence[FrozenTrial], device: str | None) -> tuple[str | None, str]:

@@ -17,6 +17,7 @@ import yaml
 from search import metric as metrics
 from search.errors import UserError
 from search.files import read_mapping
+from search.reviewing.choose import measured
 from search.training.config import TrainConfig
 
 FORMAT = "search/config-v2"  # v2: params.stop_after, measured val_ and test_accuracy
@@ -26,9 +27,7 @@ V1 = "search/config-v1"  # still read: its reproduce.stop_after_epochs becomes s
 def measured_config(trial: Any) -> TrainConfig:
     """A finished trial's config, set to stop where its point was measured: the end of its
     best epoch (``stop_after``), with the schedule laid out over its ``epochs``."""
-    config = TrainConfig.from_mapping(trial.user_attrs["config"])
-    best_epoch = (trial.user_attrs.get("result") or {}).get("best_epoch")
-    return config.replace(stop_after=best_epoch) if best_epoch else config
+    return TrainConfig.from_mapping(measured(trial))
 
 
 def export_record(study_name: str, trial: Any, recipe: dict[str, Any]) -> dict[str, Any]:
@@ -70,11 +69,6 @@ def write(record: dict[str, Any], path: str | Path) -> Path:
     text += yaml.safe_dump(record, sort_keys=False)
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def stopping(config: TrainConfig) -> str:
-    """Where a measured point stops, in words: "stop after epoch 3 of 10"."""
-    return f"stop after epoch {config.train_epochs} of {config.epochs}"
 
 
 def load_config(path: str | Path) -> TrainConfig:

@@ -69,9 +69,11 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat: int | None = 
         raise UserError(f"--storage: malformed database URL, got {mask_url(url)!r}") from None
     backend = parsed.get_backend_name()
     engine_kwargs: dict = {}
+    existing = False  # an SQLite file that exists has its tables: no need to make them
     if backend == "sqlite":
         if parsed.database not in (None, "", ":memory:"):
             _check_file(Path(parsed.database), must_exist, url)
+            existing = must_exist
         engine_kwargs = {"connect_args": {"timeout": 60}}
     elif backend == "postgresql":
         # A clear message within seconds rather than a hang on an unreachable host.
@@ -79,7 +81,8 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat: int | None = 
     try:
         return optuna.storages.RDBStorage(
             url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
-            grace_period=grace, heartbeat_stale_trial_callback=retry_callback())
+            grace_period=grace, heartbeat_stale_trial_callback=retry_callback(),
+            skip_table_creation=existing)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"--storage: cannot open {mask_url(url)}: {mask_url(first)[:200]}"
