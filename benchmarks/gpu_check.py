@@ -99,7 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         timing.warm_up(dev, TrainConfig(precision=precision))
     rows: list[dict[str, Any]] = []
     table = []
-    for name, changes in PATHS.items():
+    paths = dict(PATHS)
+    # Two processes of one run (DistributedDataParallel): one GPU each where there are two,
+    # on a CPU two processes sharing its cores.
+    if dev.type != "cuda" or torch.cuda.device_count() >= 2:
+        paths["bf16 data-parallel 2"] = {"precision": "bf16", "data_parallel": 2}
+    else:
+        print("  (data-parallel path skipped: one GPU here; it needs two)", flush=True)
+    for name, changes in paths.items():
         cfg = TrainConfig(optimizer="adam", lr=1e-3, batch_size=batch, epochs=epochs, **changes)
         spec = ModelSpec(model_name)
         result, syncs = count_syncs(dev, lambda cfg=cfg, spec=spec: train(
@@ -126,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
           "the shuffled order's copy to the device, the divergence flag's read and "
           "validation (2), and once per run the test split (2); fp16's GradScaler adds one "
           "per step, as in any loop that uses it", flush=True)
+    # fp16's scaler syncs every step, and data-parallel processes meet at every epoch's end.
     syncing = [r["path"] for r in rows if dev.type == "cuda" and "fp16" not in r["path"]
+               and "data-parallel" not in r["path"]
                and r["syncs"] > SYNCS_PER_EPOCH * r["evaluations"] + 2]
     if syncing:
         print(f"!! host syncs inside the timed loop: {', '.join(syncing)}", flush=True)

@@ -3,7 +3,8 @@
 # GPU is lent, and record what it prints in docs/benchmarks.md):
 #   1. the device and the software (nvidia-smi, torch, CUDA);
 #   2. benchmarks/gpu_check.py: fp32, bf16, fp16 + GradScaler, channels-last and
-#      torch.compile through the engine on the CIFAR-sized task (ResNet-18): outcome,
+#      torch.compile through the engine on the CIFAR-sized task (ResNet-18), and one run
+#      in 2 processes (DistributedDataParallel, NCCL) where there are 2 GPUs: outcome,
 #      samples/s, TFLOP/s and share of peak, the dtype convolutions ran in, host-device
 #      syncs per step, what the compiler did; and a diverging run that must stop;
 #   3. the engine's overhead against a hand-written loop on that task (a ratio);

@@ -15,15 +15,24 @@ shuffles as the search's engine does (a CPU generator seeded with
 validation accuracy at the same epoch, the same test accuracy (tests/test_example.py).
 The model and data here are the default study's (MNIST digits 5-9 at 14x14, the
 built-in CNN pretrained on digits 0-4); put your own in their place.
+
+A config measured data-parallel (`data_parallel: N`) trains the same way under torchrun,
+one process per GPU (on the CPU, processes sharing the cores), each on its share of
+every batch:
+
+    torchrun --nproc_per_node N examples/train_with_best.py best.yaml
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
+import torch.distributed as dist
 
 import search
+from search.training import parallel
 from search.training.data import DataSpec
 from search.training.data import load as load_data
 from search.training.models import ModelSpec
@@ -41,6 +50,15 @@ def main(path: str) -> float:
     cfg = search.load_config(path)
     torch.manual_seed(cfg.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1:  # under torchrun: one process per GPU (or sharing the CPU)
+        if device == "cuda":
+            device = f"cuda:{os.environ['LOCAL_RANK']}"
+            torch.cuda.set_device(device)
+        dist.init_process_group(parallel.backend(torch.device(device)))
+        if world != cfg.data_parallel and rank == 0:
+            print(f"note: the config was measured in {cfg.data_parallel} processes, "
+                  f"this runs {world}")
 
     data = load_data(DataSpec("mnist5k", classes=(5, 6, 7, 8, 9), image_size=14))
     model = build_model(ModelSpec("cnn", width=16, weights="pretrained:mnist5k-0-4"),
@@ -55,7 +73,11 @@ def main(path: str) -> float:
     criterion = cfg.build_criterion()
     batch = cfg.build_batch(data.num_classes)  # augmentation, mixing, memory format
     scaler = cfg.grad_scaler(device)
-    step_model = cfg.step_model(model)  # torch.compile'd when cfg.compile
+    # DistributedDataParallel under torchrun (frozen blocks stay out of the all-reduce).
+    wrapped = parallel.wrap(model, torch.device(device)) if world > 1 else model
+    step_model = cfg.step_model(wrapped)  # torch.compile'd when cfg.compile
+    if world > 1:
+        torch.manual_seed(cfg.seed + rank)  # each rank mixes its own batches
     before_step = cfg.build_before_step(optimizer, scaler)  # gradient clipping, or None
 
     generator = torch.Generator().manual_seed(cfg.seed)  # shuffles as the search's engine
@@ -66,7 +88,8 @@ def main(path: str) -> float:
         with cfg.switches(device):  # TF32, cuDNN autotuning (GPUs), restored after
             for step in range(steps_per_epoch):
                 idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-                x, target = batch(x_train[idx], y_train[idx])
+                # This rank's share of the global batch (all of it in one process).
+                x, target = batch(*parallel.shard(x_train[idx], y_train[idx], rank, world))
                 for xs, ts, share in cfg.split(x, target):  # micro-batches if accumulating
                     with cfg.autocast(device):
                         loss = criterion(step_model(xs), ts)
@@ -78,12 +101,16 @@ def main(path: str) -> float:
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
 
-        val = accuracy(model, *data.tensors["val"], cfg, device)
-        print(f"epoch {epoch + 1}/{cfg.train_epochs}: validation accuracy {val:.4f}")
+        val = accuracy(model, *data.tensors["val"], cfg, device)  # the same in every rank
+        if rank == 0:
+            print(f"epoch {epoch + 1}/{cfg.train_epochs}: validation accuracy {val:.4f}")
         if val > best:  # keep the weights of the best validation epoch
             best, best_state = val, {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
-    print(f"test accuracy {accuracy(model, *data.tensors['test'], cfg, device):.4f}")
+    if rank == 0:
+        print(f"test accuracy {accuracy(model, *data.tensors['test'], cfg, device):.4f}")
+    if world > 1:
+        dist.destroy_process_group()
     return best
 
 

@@ -172,7 +172,7 @@ def run(study: str, trials: int | None, timeout: float | None, storage: str | No
         os.environ["SEARCH_RANK_SHARED"] = "1"
     if ray_address is not None and devices is not None:
         raise UserError("--ray and --devices: Ray places the workers on the cluster's devices")
-    launch = local.plan_launch(1 if ray_address else workers or 1, devices, url)
+    launch = local.plan_launch(None if ray_address else workers, devices, url)
     plan = studies.plan_for(rec)
     opened = studies.open_study(rec, plan, storage=url, sampler=sampler, seed=seed,
                                 trials=trials, timeout=timeout)

@@ -114,3 +114,36 @@ def test_the_example_lands_on_the_exported_point(name: str, tmp_path: Path) -> N
     assert len(epochs) == measured.best_epoch  # it stopped where the point was measured
     assert float(epochs[-1][3]) == pytest.approx(measured.accuracy, abs=1e-9)
     assert float(TEST_LINE.match(last)[1]) == pytest.approx(measured.test_accuracy, abs=1e-9)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_data_parallel_config_lands_on_its_point_under_torchrun(tmp_path: Path) -> None:
+    """The engine trains a config in 2 processes (DistributedDataParallel, Gloo); the
+    exported file, run by the example under `torchrun --nproc_per_node 2`, prints the
+    same validation accuracy at the same epoch and the same test accuracy."""
+    from search.training.data import DataSpec
+    from search.training.engine import train
+    from search.training.models import ModelSpec
+
+    config = TrainConfig(optimizer="adam", lr=0.002, batch_size=64, epochs=2,
+                         frozen_layers=1, mixup_alpha=0.2, data_parallel=2)
+    measured = train(config, DataSpec("mnist5k", classes=(5, 6, 7, 8, 9), image_size=14),
+                     ModelSpec("cnn", width=16, weights="pretrained:mnist5k-0-4"),
+                     device="cpu")
+    assert measured.outcome == "completed" and measured.device["processes"] == 2
+    trial = create_trial(
+        params={"lr": config.lr}, distributions={"lr": FloatDistribution(1e-4, 1.0)},
+        values=[measured.accuracy, measured.seconds],
+        user_attrs={"config": config.to_dict(), "outcome": "completed",
+                    "result": json.loads(json.dumps(measured.to_dict()))})
+    path = exporter.write(exporter.export_record("mnist", trial, RECIPE), tmp_path / "m.yaml")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
+                           "2", str(SCRIPT), str(path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    *lines, last = proc.stdout.strip().splitlines()
+    epochs = [m for m in map(LINE.match, lines) if m]
+    assert len(epochs) == measured.best_epoch
+    assert float(epochs[-1][3]) == pytest.approx(measured.accuracy, abs=1e-9)
+    assert float(TEST_LINE.match(last)[1]) == pytest.approx(measured.test_accuracy, abs=1e-9)

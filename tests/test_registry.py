@@ -36,6 +36,7 @@ ON: dict[str, dict[str, Any]] = {
     "schedule": {"lr_schedule": "cosine", "warmup": 0.2},
     "length": {"batch_size": 32},
     "accumulation": {"accumulate": 2},
+    "data_parallel": {"data_parallel": 2},
     "freezing": {"frozen_layers": 2},
     "architecture": {"depth": 2},
     "augmentation": {"crop_padding": 1},
@@ -86,6 +87,11 @@ def test_every_trick_reaches_a_real_training_run(name: str, baseline: Any,
     result, seen = _train(BASE.replace(**ON[name]))
     if name == "early_stopping":
         assert result.outcome == "early-stopped" and result.epochs_run == 2, result.reason
+        return
+    if name == "data_parallel":  # two processes trained it, one record: the lead's
+        assert result.device["processes"] == 2, result.device
+        assert result.samples_per_second * result.train_seconds == pytest.approx(
+            plain.samples_per_second * plain.train_seconds)  # both ranks' samples
         return
     if name not in SWITCHES:
         # Validation loss after one epoch: any change to training moves it.
@@ -174,7 +180,9 @@ def _code_names(path: Path) -> set[str]:
 
 # What a module may name: the loop's own batch size, seed and optimizer (the engine's
 # objects), the sampler's `--seed` and `search pretrain --width` (the CLI's own options).
-OWN = {"search/training/engine.py": {"batch_size", "seed", "optimizer"},
+# The engine's own: the loop's batch and seed, its optimizer variable, and how many
+# processes a run takes (data_parallel changes who runs the loop, not what a step does).
+OWN = {"search/training/engine.py": {"batch_size", "seed", "optimizer", "data_parallel"},
        "search/tuning/space.py": set(), "search/cli.py": {"seed", "width"}}
 
 

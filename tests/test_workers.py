@@ -16,6 +16,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from search.errors import UserError
 from search.tuning import recipe as recipes
 from search.tuning.storage import open_storage
 from search.tuning.study import open_study, plan_for
@@ -168,8 +169,13 @@ def test_cpu_workers_are_pinned_to_disjoint_cores_where_there_are_enough() -> No
         six = plan_launch(6, None, url)
     assert two.cores == ((0, 1), (2, 3)) and two.threads == 2 and two.shared == (2, 2)
     assert six.cores == () and six.threads == 1 and six.shared == (6,) * 6  # too few cores
-    named = plan_launch(1, "cuda:0,cuda:1,cuda:0", url)
+    named = plan_launch(None, "cuda:0,cuda:1,cuda:0", url)  # one worker per device named
     assert named.shared == (2, 1, 2) and named.cores == () and named.threads == 0
+    # Fewer workers than devices: each owns its share (for data-parallel trials), none twice.
+    split = plan_launch(2, "cuda:0,cuda:1,cuda:2,cuda:3", url)
+    assert split.devices == ("cuda:0,cuda:1", "cuda:2,cuda:3") and split.shared == (1, 1)
+    with pytest.raises(UserError, match="do not split evenly between 3 workers"):
+        plan_launch(3, "cuda:0,cuda:1,cuda:2,cuda:3", url)
     alone = plan_launch(1, None, "sqlite:///x.db")
     assert alone.shared == () and alone.cores == ()
 

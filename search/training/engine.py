@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 
 import torch
 
 from search.errors import UserError
-from search.training import models, timing
+from search.training import models, parallel, timing
 from search.training.config import TrainConfig
 from search.training.data import Data, DataSpec
 from search.training.data import load as load_data
@@ -30,32 +31,27 @@ DIVERGED_LOSS_FACTOR = 1000.0
 
 def train(config: TrainConfig, data: Data | DataSpec | str = "digits",
           model: ModelSpec | str = "cnn", *, device: str | torch.device = "auto",
-          callback: Decide | None = None, warm: bool = True) -> TrainResult:
+          callback: Decide | None = None, warm: bool = True,
+          devices: list[torch.device] | None = None) -> TrainResult:
     """Train ``model`` on ``data`` with ``config``; never raises for divergence or OOM.
 
     ``callback`` is called after every epoch with (epoch, val_accuracy, val_loss,
     train_seconds so far); returning a reason (a string or True) stops the run as
     ``pruned``. ``warm`` pays the process's one-time start-up costs first, untimed.
+    ``devices``: those a data-parallel run may use, one per process (default: the CPU
+    for every process, or the first GPUs).
     """
     dev = timing.resolve_device(device)
     spec = ModelSpec(model) if isinstance(model, str) else model
     if not isinstance(data, Data):
         data = load_data(DataSpec(data) if isinstance(data, str) else data)
-    models.check_inputs(spec, data.images, data.shape)
-    data = data.to(dev, models.input_channels(spec, data.channels))
-    if config.batch_size > data.train_size:
-        raise UserError(f"batch_size: larger than the training set ({data.train_size}), "
-                        f"got {config.batch_size}")
+    devices = devices or default_devices(dev)
     if warm:
         timing.warm_up(dev, config)
-    torch.manual_seed(config.seed)
-    net = models.build(spec, in_channels=data.channels, num_classes=data.num_classes,
-                       **config.model_kwargs())
-    config.check(context(spec, data, net))
-    config.prepare(net)
+    data, net = _model_and_data(config, data, spec, dev, devices)
     try:
         with on_device(config, dev):
-            return _run(config, data, net.to(dev), dev, callback)
+            return _run(config, data, net, dev, callback, spec=spec, devices=devices)
     finally:
         del net
         if dev.type == "cuda":  # free the device memory for the next trial now
@@ -63,16 +59,56 @@ def train(config: TrainConfig, data: Data | DataSpec | str = "digits",
             torch.cuda.empty_cache()
 
 
-def context(spec: ModelSpec, data: Data, net: torch.nn.Module | None = None) -> Context:
-    """What a config is checked against: this model (built, when ``net`` is given) and data."""
+def default_devices(dev: torch.device) -> list[torch.device]:
+    """What one worker may spread a run over: its CPU cores (one process each at most),
+    or every GPU of the machine."""
+    if dev.type == "cuda":
+        return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return [dev] * (cores or 1)
+
+
+def _model_and_data(config: TrainConfig, data: Data, spec: ModelSpec, dev: torch.device,
+                    devices: list[torch.device]) -> tuple[Data, torch.nn.Module]:
+    """The data on ``dev`` and the model built and prepared by the config (checked
+    against both): the same in every process of a data-parallel run."""
+    models.check_inputs(spec, data.images, data.shape)
+    data = data.to(dev, models.input_channels(spec, data.channels))
+    if config.batch_size > data.train_size:
+        raise UserError(f"batch_size: larger than the training set ({data.train_size}), "
+                        f"got {config.batch_size}")
+    torch.manual_seed(config.seed)
+    net = models.build(spec, in_channels=data.channels, num_classes=data.num_classes,
+                       **config.model_kwargs())
+    config.check(context(spec, data, net, devices=len(devices)))
+    config.prepare(net)
+    return data, net.to(dev)
+
+
+def context(spec: ModelSpec, data: Data, net: torch.nn.Module | None = None, *,
+            devices: int | None = None) -> Context:
+    """What a config is checked against: this model (built, when ``net`` is given), data
+    and the devices a run may spread over."""
     return Context(pretrained=bool(spec.weights),
                    blocks=len(models.blocks_of(net)) if net is not None else None,
                    model_kwargs=models.accepted_kwargs(spec), images=data.images,
-                   flip_invariant=data.spec.flip_invariant)
+                   flip_invariant=data.spec.flip_invariant, devices=devices)
+
+
+def _follow(team: parallel.Team, dev: torch.device, config: TrainConfig, data: DataSpec,
+            spec: ModelSpec) -> None:
+    """A data-parallel rank other than 0: its own data and model, the same loop."""
+    loaded, net = _model_and_data(config, load_data(data), spec, dev, [dev] * team.world)
+    with on_device(config, dev):
+        _run(config, loaded, net, dev, None, team=team)
 
 
 def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.device,
-         callback: Decide | None) -> TrainResult:
+         callback: Decide | None, *, team: parallel.Team | None = None,
+         spec: ModelSpec | None = None, devices: list[torch.device] | None = None
+         ) -> TrainResult | None:
+    """The loop, in a one-process run or in each process of a data-parallel one (the lead,
+    rank 0, starts the others: ``team`` None; a follower gets its team and returns None)."""
     steps = data.steps_per_epoch(config.batch_size)
     optimizer = config.build_optimizer(net)
     scheduler = config.build_scheduler(optimizer, steps)
@@ -86,6 +122,8 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
     run, eval_clock = Run(config, dev, decide=callback), timing.Stopwatch(dev)
     outcome, reason, samples, flops = "completed", "", 0, 0.0
     test_acc, step_net, best_state = None, net, None
+    lead, team = team is None, team or parallel.SOLO
+    threads = torch.get_num_threads()
     try:
         # Counting FLOPs runs the first batch (untimed) in the run's precision and layout,
         # so its kernels are warm for the timed loop: a batch too big fails here first.
@@ -93,12 +131,22 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
         with autocast:
             flops = timing.flops_per_sample(net, config.inputs(x0), y0, criterion)
         del x0, y0
-        step_net = config.step_model(net)
+        if lead and config.data_parallel > 1:
+            with run.timed():  # process start and the first all-reduce: a user pays them
+                team = parallel.start(config.data_parallel, devices or [dev], _follow,
+                                      (config, data.spec, spec))
+                step_net = team.wrap(net, dev)
+        elif not lead:
+            step_net = team.wrap(net, dev)
+        if team.world > 1:
+            torch.manual_seed(config.seed + team.rank)  # each rank mixes its own batches
+        step_net = config.step_model(step_net)
         for epoch in range(1, config.train_epochs + 1):
             net.train()
             with run.timed():
                 for x, y in data.train_batches(config.batch_size, generator):
-                    x, target = batch(x, y)
+                    samples += len(x)  # every rank's share: the global batch
+                    x, target = batch(*team.shard(x, y))
                     for xs, ts, share in config.split(x, target):  # one, unless accumulating
                         with autocast:
                             loss = criterion(step_net(xs), ts)
@@ -109,31 +157,60 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
                     scaler.update()
                     optimizer.zero_grad(set_to_none=True)
                     scheduler.step()
-                    samples += len(x)
-                    if divergence.seen(loss):  # never waits for the device
+                    # Never waits for the device; ranks stop together, at the epoch's end.
+                    if divergence.seen(loss) and team.world == 1:
                         break
-            if divergence.confirmed():  # the clock synchronized: reading costs nothing
-                outcome = "diverged"
-                reason = (f"training loss non-finite or above {divergence.limit:.0f} "
-                          f"(1000 x chance) in epoch {epoch}")
-                break
-            with eval_clock:
-                acc, val_loss = evaluate(step_net, data, config, dev)
-            best = run.best()
-            if "test" in data.splits and math.isfinite(val_loss) and (
-                    best < 0 or acc > run.curve[best]["accuracy"]):
-                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            run.report(acc, epoch, loss=val_loss)  # the study decides: Stop ends the run
-            if early := config.stop(run.curve):
-                outcome, reason = "early-stopped", early
+                team.barrier()  # the epoch ends with the slowest rank
+            verdict = None
+            if team.lead:
+                with eval_clock:  # the lead evaluates the model itself, not DDP's wrapper
+                    acc, val_loss = evaluate(step_net if team.world == 1 else net, data,
+                                             config, dev)
+                best = run.best()
+                if "test" in data.splits and math.isfinite(val_loss) and (
+                        best < 0 or acc > run.curve[best]["accuracy"]):
+                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                verdict = _verdict(run, divergence, epoch, acc, val_loss)
+            verdict = team.agree(verdict)  # the lead's word, in every rank
+            if verdict:
+                outcome, reason = verdict
                 break
     except ENDINGS as e:  # stopped, diverged, out of memory: what the step held is
         outcome, reason = ended(e)  # released with this frame; train() empties the cache
+    except Exception as e:  # a data-parallel rank failed: the lead says which and how
+        why = team.failure() if team.lead and team.world > 1 else None
+        if why is None:
+            raise
+        if "out of memory" not in why:
+            raise RuntimeError(f"a data-parallel process failed: {why}") from e
+        outcome, reason = "oom", why
+    finally:
+        if lead and team.world > 1:
+            team.close()
+        torch.set_num_threads(threads)
+    if not lead:
+        return None
     if best_state is not None and outcome != "oom":  # untimed, once: the reported point's
         net.load_state_dict(best_state)
-        test_acc = evaluate(step_net, data, config, dev, "test")[0]
+        test_acc = evaluate(step_net if team.world == 1 else net, data, config, dev,
+                            "test")[0]
     return result_of(run, outcome, reason, test=test_acc, eval_seconds=eval_clock.seconds,
                      samples=samples, flops=flops, tricks=config.records())
+
+
+def _verdict(run: Run, divergence: Divergence, epoch: int, acc: float, val_loss: float
+             ) -> tuple[str, str] | None:
+    """After an epoch, on the lead: how the run ends here (outcome, reason), or None to go
+    on: diverged, stopped by the study, or stopped early."""
+    if divergence.confirmed():  # the clock synchronized: reading costs nothing
+        return ("diverged", f"training loss non-finite or above {divergence.limit:.0f} "
+                            f"(1000 x chance) in epoch {epoch}")
+    try:
+        run.report(acc, epoch, loss=val_loss)  # the study decides: Stop ends the run
+    except ENDINGS as e:
+        return ended(e)
+    early = run.config.stop(run.curve)
+    return ("early-stopped", early) if early else None
 
 
 class Divergence:

@@ -195,5 +195,6 @@ def result_of(run: Run, outcome: str, reason: str, *, test: float | None = None,
         train_seconds=seconds, eval_seconds=eval_seconds,
         samples_per_second=samples / seconds if seconds else 0.0, flops_per_sample=flops,
         flops_per_second=flops * samples / seconds if seconds else 0.0,
-        device=timing.fingerprint(run.device), curve=curve, config=run.config.to_dict(),
+        device=timing.fingerprint(run.device, run.config.data_parallel), curve=curve,
+        config=run.config.to_dict(),
         test_accuracy=test, tricks=tricks or {})

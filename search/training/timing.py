@@ -95,13 +95,15 @@ def warm_up(device: torch.device, config: Any = None) -> None:
         _warm.add(key)
 
 
-def fingerprint(device: torch.device) -> dict[str, Any]:
+def fingerprint(device: torch.device, processes: int = 1) -> dict[str, Any]:
     """What the measured seconds depend on: the device, its software, the threads, the
     cores this process may run on, and how many trainings share the device
     (``$SEARCH_SHARED``, set by ``search run --workers``). Seconds measured under other
     contention carry another key, so they are never ranked against these, unless the
     user says so (``--rank-shared``, ``$SEARCH_RANK_SHARED=1``): then the key leaves the
-    contention out, and ``shared`` still records it."""
+    contention out, and ``shared`` still records it. A data-parallel run in
+    ``processes`` processes (one GPU each, or sharing the cores) says so in its key: its
+    seconds are those of that many devices."""
     shared = int(os.environ.get("SEARCH_SHARED", "1"))
     apart = shared > 1 and os.environ.get("SEARCH_RANK_SHARED") != "1"
     info: dict[str, Any] = {
@@ -110,6 +112,7 @@ def fingerprint(device: torch.device) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "cores": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "shared": shared,
+        "processes": processes,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
     }
@@ -119,6 +122,7 @@ def fingerprint(device: torch.device) -> dict[str, Any]:
         info["device_name"] = info["cpu"]
     info["key"] = ((f"cuda:{info['device_name']}" if device.type == "cuda"
                     else f"cpu:{info['cpu']} x{info['threads']}")
+                   + (f" data-parallel {processes}" if processes > 1 else "")
                    + (f" shared by {shared}" if apart else ""))
     return info
 

@@ -85,6 +85,7 @@ class Context:
     model_kwargs: frozenset[str] | None = None  # build kwargs the model takes (None: all)
     images: bool = True  # the inputs are images (N, C, H, W)
     flip_invariant: bool = False  # the data's labels survive a horizontal flip
+    devices: int | None = None  # devices the worker may train one run on (None: unknown)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ SIGINT/SIGTERM into an ``interrupted`` trial that is queued again.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -57,6 +58,7 @@ def work(study: optuna.Study, plan: Plan, *, trials: int | None = None,
     import torch
 
     from search.training.data import load as load_data
+    from search.training.engine import default_devices
     from search.training.timing import resolve_device
     from search.tuning.objective import Objective, OverBudget, TrialError
     from search.tuning.progress import Progress
@@ -72,7 +74,11 @@ def work(study: optuna.Study, plan: Plan, *, trials: int | None = None,
     budget = study.user_attrs.get("budget") or {}
     trials = trials if trials is not None else budget.get("trials")
     timeout = timeout if timeout is not None else budget.get("timeout")
-    dev = resolve_device(device)
+    # `--device cuda:0,cuda:1`: this worker owns both; a data-parallel trial spreads over
+    # as many as it asks for, and no other worker of the host is given them.
+    owned = [resolve_device(d.strip()) for d in device.split(",")] if "," in device else None
+    dev = owned[0] if owned else resolve_device(device)
+    devices = default_devices(dev) if owned is None else owned
     data = load_data(plan.data) if plan.trainer is None else None
     bar = Progress(total=trials, enabled=progress)
     bar.study_bar.update(min(finished_count(study), trials or 0))
@@ -80,7 +86,10 @@ def work(study: optuna.Study, plan: Plan, *, trials: int | None = None,
                           device=dev, objective=plan.objective,
                           target=plan.target_score, pruner=plan.pruner(),
                           floor=plan.floor, budget=trials,
-                          worker=worker_id(), on_epoch=bar.on_epoch, context=plan.context,
+                          worker=worker_id(), on_epoch=bar.on_epoch,
+                          context=plan.context and dataclasses.replace(
+                              plan.context, devices=len(devices)),
+                          devices=devices,
                           trainer=plan.trainer, metric=plan.metric)
     reaper, beat = _Reaper(study), liveness.Heartbeat(study, objective.worker)
     previous = signal.getsignal(signal.SIGTERM)

@@ -40,6 +40,7 @@ from search.outcomes import FINISHED, INFEASIBLE
 from search.training.config import TrainConfig
 from search.training.engine import TrainResult, train
 from search.training.run import run_trainer
+from search.training.timing import fingerprint
 from search.tuning import queries
 from search.tuning.floor import BASELINE_ATTR, Floor, baseline_accuracy, baseline_trial
 from search.tuning.pruning import ParetoSuccessiveHalving
@@ -107,11 +108,11 @@ class Objective:
     context: Any = None  # search.training.trick.Context: what a sampled config must fit
     trainer: Any = None  # a user's trainer (search/training/run.py); None: the engine
     metric: Any = ACCURACY  # search.metric.Metric: what the trainer reports
+    devices: Any = None  # the worker's devices a data-parallel run may use (None: default)
 
     def __post_init__(self) -> None:
-        from search.training.timing import fingerprint
 
-        self.device_key = fingerprint(self.device)["key"]
+        self.device_key = fingerprint(self.device)["key"]  # a one-process run's
         self._baseline_accuracy: float | None = None  # known once the baseline completed
 
     def __call__(self, trial: optuna.trial.Trial) -> Any:
@@ -126,7 +127,10 @@ class Objective:
             trial.set_user_attr("reason", str(e))
             raise
         trial.set_user_attr("config", config.to_dict())
-        trial.set_user_attr("device", self.device_key)  # the pruner compares within a device
+        # The pruner compares within a device key (a data-parallel run's names its processes).
+        device_key = self.device_key if config.data_parallel == 1 else \
+            fingerprint(self.device, config.data_parallel)["key"]
+        trial.set_user_attr("device", device_key)
         curve: list[dict[str, float]] = []
         trial.set_user_attr("curve", curve)  # a retried trial inherits the old one: reset
         baseline = bool(trial.user_attrs.get(BASELINE_ATTR))
@@ -153,13 +157,14 @@ class Objective:
                 return None
             if self.pruner is None:
                 return None
-            self.pruner.record(trial.study, trial, curve, device=self.device_key,
+            self.pruner.record(trial.study, trial, curve, device=device_key,
                                baseline=baseline)
             return self.pruner.prune(trial.study, trial, curve) if judged(config, epoch) else None
 
         try:
             if self.trainer is None:
                 result = train(config, self.data, self.model, device=self.device,
+                               devices=self.devices,
                                callback=callback)
             else:
                 result = run_trainer(self.trainer, config, device=self.device,

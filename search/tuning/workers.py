@@ -36,12 +36,19 @@ class Launch:
     shared: tuple[int, ...] = ()
 
 
-def plan_launch(workers: int, devices: str | None, storage: str) -> Launch:
-    """Validate ``--workers`` / ``--devices`` against the storage and split the cores."""
+def plan_launch(workers: int | None, devices: str | None, storage: str) -> Launch:
+    """Validate ``--workers`` / ``--devices`` against the storage and split the cores, or
+    the devices: each worker owns its own (a data-parallel trial spreads over those of
+    its worker only, so no device is booked twice)."""
     names = tuple(d.strip() for d in devices.split(",") if d.strip()) if devices else ()
-    if names and workers not in (1, len(names)):
-        raise UserError(f"--workers {workers}: --devices names {len(names)} devices; one "
-                        f"worker runs per device")
+    if names and workers and len(names) % workers:
+        raise UserError(f"--workers {workers}: --devices names {len(names)} devices, which "
+                        f"do not split evenly between {workers} workers")
+    if names and workers and workers < len(names):  # each worker owns len / workers
+        per = len(names) // workers
+        return Launch(tuple(",".join(names[i * per:(i + 1) * per]) for i in range(workers)),
+                      0, shared=(1,) * workers)
+    workers = workers or 1
     count = len(names) or workers
     if count > 1 and is_sqlite(storage):
         raise UserError(f"--workers {count}: SQLite cannot take several writing processes; "
