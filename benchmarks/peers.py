@@ -42,6 +42,8 @@ from typing import Any
 
 import optuna
 
+from search.tuning.pruning import Pruner
+
 HUB_PACKAGE = "pruners/multi_metric_pruner"
 HUB_ENV = "OPTUNAHUB_REGISTRY"
 
@@ -54,7 +56,7 @@ def best_so_far(curve: list[dict[str, Any]]) -> float:
     return max(entry["accuracy"] for entry in curve)
 
 
-class MOASHAPruner:
+class MOASHAPruner(Pruner):
     """Syne Tune's MOASHA deciding on our trials (its default priority, one bracket).
 
     MOASHA is a scheduler: it is told a trial exists (``on_trial_add``) and is given each
@@ -89,13 +91,13 @@ class MOASHAPruner:
         self.resource = resource
         self._trials: dict[int, Any] = {}
 
-    def prune(self, study: optuna.Study, trial_number: int, curve: list[dict[str, Any]]
+    def prune(self, study: optuna.Study, running: Any, curve: list[dict[str, Any]]
               ) -> str | None:
-        trial = self._trials.get(trial_number)
+        trial = self._trials.get(running.number)
         if trial is None:
-            trial = self._trial_type(trial_id=trial_number, config={},
+            trial = self._trial_type(trial_id=running.number, config={},
                                      creation_time=dt.datetime.now())
-            self._trials[trial_number] = trial
+            self._trials[running.number] = trial
             self.scheduler.on_trial_add(trial)
         epoch = curve[-1]["epoch"]
         result = {self.resource: curve[-1][self.resource], "error": 1.0 - best_so_far(curve),
@@ -125,14 +127,12 @@ def load_hub(registry: str | os.PathLike | None) -> ModuleType:
     return optunahub.load_local_module(package=HUB_PACKAGE, registry_root=str(root))
 
 
-class HubMedianPruner:
+class HubMedianPruner(Pruner):
     """OptunaHub's ``MultiMetricPruner`` (joint mode) over ``MedianPruner``, used the way
     its example uses it: the study holds it as its pruner (``study_pruner``), each epoch is
     reported through ``MultiMetricPrunerTrial.report`` and decided by ``should_prune``.
 
-    Our pruner interface carries the trial's number, not the running ``optuna.Trial`` that
-    ``MultiMetricPrunerTrial`` wraps, so the adapter builds one for that number from the
-    study's storage, once per trial.
+    The running ``optuna.Trial`` our objective passes is wrapped once per trial.
     """
 
     def __init__(self, module: ModuleType) -> None:
@@ -142,12 +142,10 @@ class HubMedianPruner:
             metric_directions={"accuracy": "maximize", "seconds": "minimize"}, joint=True)
         self._trial: tuple[int, Any] | None = None
 
-    def prune(self, study: optuna.Study, trial_number: int, curve: list[dict[str, Any]]
+    def prune(self, study: optuna.Study, running: Any, curve: list[dict[str, Any]]
               ) -> str | None:
-        if self._trial is None or self._trial[0] != trial_number:
-            trial_id = study._storage.get_trial_id_from_study_id_trial_number(
-                study._study_id, trial_number)
-            self._trial = trial_number, self._wrap(optuna.Trial(study, trial_id))
+        if self._trial is None or self._trial[0] != running.number:
+            self._trial = running.number, self._wrap(running)
         trial, epoch = self._trial[1], curve[-1]["epoch"]
         trial.report({"accuracy": best_so_far(curve), "seconds": curve[-1]["seconds"]},
                      step=epoch)

@@ -107,7 +107,7 @@ def test_each_pruner_stops_a_trial_every_other_trial_dominates(name: str) -> Non
                           "loss": 1.0, "accuracy": accuracy + 0.01 * epoch})
             trial.set_user_attr("curve", curve)
             # As in the objective, the last epoch is not judged.
-            reason = pruner.prune(study, trial.number, curve) if epoch < 3 else None
+            reason = pruner.prune(study, trial, curve) if epoch < 3 else None
             if reason:
                 break
         study.tell(trial, [max(e["accuracy"] for e in curve), curve[-1]["seconds"]])

@@ -61,9 +61,11 @@ def train(config: TrainConfig, data: Data | DataSpec | str = "digits",
 
 def default_devices(dev: torch.device) -> list[torch.device]:
     """What one worker may spread a run over: its CPU cores (one process each at most),
-    or every GPU of the machine."""
+    or every GPU of the machine, ``dev`` first (the lead's)."""
     if dev.type == "cuda":
-        return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+        gpus = [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+        own = torch.device("cuda", dev.index if dev.index is not None else 0)
+        return [own, *(g for g in gpus if g != own)]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return [dev] * (cores or 1)
 

@@ -43,7 +43,7 @@ from search.training.run import run_trainer
 from search.training.timing import fingerprint
 from search.tuning import queries
 from search.tuning.floor import BASELINE_ATTR, Floor, baseline_accuracy, baseline_trial
-from search.tuning.pruning import ParetoSuccessiveHalving
+from search.tuning.pruning import Pruner
 from search.tuning.space import Space
 
 # Time-to-accuracy reports to Optuna's pruners at training times on this grid, in
@@ -100,7 +100,7 @@ class Objective:
     device: Any
     objective: str = "pareto"
     target: float | None = None
-    pruner: ParetoSuccessiveHalving | None = None
+    pruner: Pruner | None = None  # ours (ParetoSuccessiveHalving), or a peer's
     floor: Floor | None = None
     budget: int | None = None  # finished trials the study should hold, across workers
     worker: str = ""

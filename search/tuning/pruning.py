@@ -235,7 +235,26 @@ def point_at(curve: Sequence[dict[str, Any]], level: float, resource: str) -> Po
     return None
 
 
-class ParetoSuccessiveHalving:
+class Pruner:
+    """What the objective asks after every epoch of a pareto trial: :meth:`prune` (a
+    reason to stop it, or None). :meth:`record` comes first, every epoch, judged or not,
+    for a pruner that keeps records of its own, and :meth:`forget` when a trial starts;
+    both do nothing here. The benchmarks' peers (MOASHA, OptunaHub's pruner) are Pruners
+    too."""
+
+    def forget(self, study: optuna.Study, trial: Any) -> None:
+        """A trial starts (it may be a retry carrying a failed trial's records)."""
+
+    def record(self, study: optuna.Study, trial: Any, curve: Sequence[dict[str, Any]], *,
+               device: str | None, baseline: bool = False) -> None:
+        """A trial's curve grew by one epoch."""
+
+    def prune(self, study: optuna.Study, trial: Any, curve: list[dict[str, Any]]
+              ) -> str | None:
+        raise NotImplementedError
+
+
+class ParetoSuccessiveHalving(Pruner):
     """Successive halving over the (accuracy, seconds) Pareto ranking of a study's trials.
 
     Call :meth:`prune` after every epoch of a trial with its curve so far; a returned

@@ -150,14 +150,14 @@ def trials(study: optuna.Study, *, states: Collection[TrialState] | None = None,
             engine, f"SELECT v.trial_id, v.objective, v.value, v.value_type FROM trial_values v "
                     f"JOIN trials t ON t.trial_id = v.trial_id WHERE {where}", sid=sid):
         values.setdefault(tid, {})[objective] = _stored_value(value, kind)
-    params: dict[int, dict[str, Any]] = {}
+    sampled: dict[int, dict[str, Any]] = {}
     dists: dict[int, dict[str, Any]] = {}
     for tid, name, value, text in [] if not params else _query(
             engine, f"SELECT p.trial_id, p.param_name, p.param_value, p.distribution_json "
                     f"FROM trial_params p JOIN trials t ON t.trial_id = p.trial_id "
                     f"WHERE {where} ORDER BY p.param_id", sid=sid):
         dist = _distribution(text)
-        params.setdefault(tid, {})[name] = dist.to_external_repr(value)
+        sampled.setdefault(tid, {})[name] = dist.to_external_repr(value)
         dists.setdefault(tid, {})[name] = dist
     user = _attrs(engine, "trial_user_attributes", where, sid, skip)
     system = _attrs(engine, "trial_system_attributes", where, sid, set(), PRIVATE)
@@ -166,7 +166,7 @@ def trials(study: optuna.Study, *, states: Collection[TrialState] | None = None,
         vals = values.get(tid)
         out.append(_frozen(
             number, _state(state), [vals[k] for k in sorted(vals)] if vals else None,
-            _local(start), _local(complete), params.get(tid, {}), dists.get(tid, {}),
+            _local(start), _local(complete), sampled.get(tid, {}), dists.get(tid, {}),
             user.get(tid, {}), system.get(tid, {}), tid))
     return out
 
