@@ -123,7 +123,7 @@ def bookkeeping(plan: Plan, url: str, trials: int) -> dict[str, float]:
     rng = random.Random(1)
 
     def fake_train(config: TrainConfig, data: Any, model: Any, *, device: Any,
-                   callback: Any) -> TrainResult:
+                   callback: Any, **_: Any) -> TrainResult:
         curve, speed = [], rng.uniform(0.02, 0.3)
         for epoch in range(1, config.epochs + 1):
             acc = min(1.0, 0.2 + 0.1 * epoch + rng.random() * 0.1)

@@ -26,7 +26,7 @@ from search.errors import Interrupted, UserError
 from search.outcomes import FINISHED
 from search.tuning import liveness, queries
 from search.tuning.recipe import Recipe
-from search.tuning.storage import retry_callback
+from search.tuning.storage import env_seconds, retry_callback
 from search.tuning.study import Plan, open_study, plan_for
 
 
@@ -142,8 +142,8 @@ class BudgetGate:
                  report: float = 60.0, note: Callable[[str], None] | None = None) -> None:
         self.trials = trials
         self.poll = poll
-        self.max_wait = max_wait if max_wait is not None else float(
-            os.environ.get("SEARCH_MAX_WAIT_SECONDS", 3600))
+        self.max_wait = max_wait if max_wait is not None else env_seconds(
+            "SEARCH_MAX_WAIT_SECONDS", 3600)
         self.report = report
         self.note = note or (lambda _line: None)
         self.done = False

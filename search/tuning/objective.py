@@ -111,7 +111,6 @@ class Objective:
     devices: Any = None  # the worker's devices a data-parallel run may use (None: default)
 
     def __post_init__(self) -> None:
-
         self.device_key = fingerprint(self.device)["key"]  # a one-process run's
         self._baseline_accuracy: float | None = None  # known once the baseline completed
 

@@ -54,8 +54,8 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat: int | None = 
     """
     import sqlalchemy
 
-    heartbeat = heartbeat or _seconds("SEARCH_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS)
-    grace = grace or _seconds("SEARCH_GRACE_SECONDS", GRACE_SECONDS)
+    heartbeat = heartbeat or env_seconds("SEARCH_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS)
+    grace = grace or env_seconds("SEARCH_GRACE_SECONDS", GRACE_SECONDS)
     if url.startswith("journal://"):
         return _journal(url, must_exist, heartbeat, grace)
     if "://" not in url:
@@ -89,7 +89,7 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat: int | None = 
                         ) from None
 
 
-def _seconds(name: str, default: int) -> int:
+def env_seconds(name: str, default: int) -> int:
     """A whole number of seconds >= 1 from the environment variable ``name``."""
     text = os.environ.get(name)
     if text is None:

@@ -44,16 +44,15 @@ def plan_launch(workers: int | None, devices: str | None, storage: str) -> Launc
     if names and workers and len(names) % workers:
         raise UserError(f"--workers {workers}: --devices names {len(names)} devices, which "
                         f"do not split evenly between {workers} workers")
-    if names and workers and workers < len(names):  # each worker owns len / workers
-        per = len(names) // workers
-        return Launch(tuple(",".join(names[i * per:(i + 1) * per]) for i in range(workers)),
-                      0, shared=(1,) * workers)
-    workers = workers or 1
-    count = len(names) or workers
+    count = (workers or len(names)) if names else (workers or 1)
     if count > 1 and is_sqlite(storage):
         raise UserError(f"--workers {count}: SQLite cannot take several writing processes; "
                         f"use --storage journal:///studies/NAME.journal (a local journal "
                         f"file) or a postgresql:// URL")
+    if names and count < len(names):  # each worker owns its share, for data-parallel runs
+        per = len(names) // count
+        return Launch(tuple(",".join(names[i * per:(i + 1) * per]) for i in range(count)),
+                      0, shared=(1,) * count)
     if names:  # one worker per named device; a device named twice is shared
         return Launch(names, 0, shared=tuple(names.count(n) for n in names))
     allowed = (sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
