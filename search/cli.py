@@ -125,20 +125,39 @@ def train(study: str, sets: tuple[str, ...], config_file: str | None, device: st
         sys.exit(1)
 
 
+def _recipe_options(f: Any) -> Any:
+    """The options of the commands that make (or resume) a recipe's study."""
+    f = click.option("--sampler", default=None, help="tpe, nsga2, random, gp, qmc or grid.")(f)
+    f = click.option("--seed", type=click.IntRange(min=0), default=None)(f)
+    f = click.option("--storage", default=None, help="SQLAlchemy URL (default: the recipe's).")(f)
+    f = click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Stop starting trials after this many seconds.")(f)
+    f = click.option("--trials", type=click.IntRange(min=1), default=None,
+                     help="Total finished trials the study should hold (default: the "
+                          "recipe's).")(f)
+    return click.argument("study", type=click.Path())(f)
+
+
+def _recipe(path: str, sampler: str | None) -> Any:
+    """The recipe at ``path``; an unknown ``--sampler`` is refused before any work."""
+    from search.tuning import recipe as recipes
+
+    rec = recipes.load(path)
+    if sampler is not None and sampler not in recipes.SAMPLERS:
+        raise UserError(f"--sampler: unknown sampler (valid: {', '.join(recipes.SAMPLERS)}), "
+                        f"got {sampler!r}")
+    return rec
+
+
 @cli.command()
-@click.argument("study", type=click.Path())
-@click.option("--trials", type=click.IntRange(min=1), default=None,
-              help="Total finished trials the study should hold (default: the recipe's).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Stop starting trials after this many seconds.")
-@click.option("--storage", default=None, help="SQLAlchemy URL (default: the recipe's).")
+@_recipe_options
 @click.option("--device", default="auto", show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=None)
-@click.option("--sampler", default=None, help="tpe, nsga2, random, gp, qmc or grid.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes on this host (the CPU cores are split between them; "
                    "default 1), or at most this many on the --ray cluster.")
-@click.option("--devices", default=None, help="One worker per device: cuda:0,cuda:1,...")
+@click.option("--devices", default=None,
+              help="One worker per device: cuda:0,cuda:1,... (with --workers K, K workers "
+                   "each owning its share, for data_parallel runs).")
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
               help="Place workers on a Ray cluster: its address, auto, or local (start one "
                    "here). One worker per GPU, else per --ray-cores CPUs.")
@@ -158,15 +177,11 @@ def run(study: str, trials: int | None, timeout: float | None, storage: str | No
 
     from search.reviewing import report
     from search.tuning import loop
-    from search.tuning import recipe as recipes
     from search.tuning import study as studies
     from search.tuning import workers as local
     from search.tuning.storage import mask_url as mask
 
-    rec = recipes.load(study)
-    if sampler is not None and sampler not in recipes.SAMPLERS:
-        raise UserError(f"--sampler: unknown sampler (valid: {', '.join(recipes.SAMPLERS)}), "
-                        f"got {sampler!r}")
+    rec = _recipe(study, sampler)
     url = storage or rec.storage
     if rank_shared:  # read by every worker this process starts (timing.fingerprint)
         os.environ["SEARCH_RANK_SHARED"] = "1"
@@ -207,26 +222,15 @@ def run(study: str, trials: int | None, timeout: float | None, storage: str | No
 
 
 @cli.command()
-@click.argument("study", type=click.Path())
-@click.option("--trials", type=click.IntRange(min=1), default=None,
-              help="Total finished trials the study should hold (default: the recipe's).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Stop starting trials after this many seconds.")
-@click.option("--storage", default=None, help="SQLAlchemy URL (default: the recipe's).")
-@click.option("--seed", type=click.IntRange(min=0), default=None)
-@click.option("--sampler", default=None, help="tpe, nsga2, random, gp, qmc or grid.")
+@_recipe_options
 def create(study: str, trials: int | None, timeout: float | None, storage: str | None,
            seed: int | None, sampler: str | None) -> None:
     """Make the study of a recipe file (its baseline queued) without running a trial, for
     workers to join: `search worker`, a SLURM array, a Kubernetes Job (deploy/)."""
-    from search.tuning import recipe as recipes
     from search.tuning import study as studies
     from search.tuning.storage import mask_url as mask
 
-    rec = recipes.load(study)
-    if sampler is not None and sampler not in recipes.SAMPLERS:
-        raise UserError(f"--sampler: unknown sampler (valid: {', '.join(recipes.SAMPLERS)}), "
-                        f"got {sampler!r}")
+    rec = _recipe(study, sampler)
     url = storage or rec.storage
     opened = studies.open_study(rec, studies.plan_for(rec), storage=url, sampler=sampler,
                                 seed=seed, trials=trials, timeout=timeout)
