@@ -73,9 +73,9 @@ def main(path: str) -> float:
     criterion = cfg.build_criterion()
     batch = cfg.build_batch(data.num_classes)  # augmentation, mixing, memory format
     scaler = cfg.grad_scaler(device)
-    # DistributedDataParallel under torchrun (frozen blocks stay out of the all-reduce).
-    wrapped = parallel.wrap(model, torch.device(device)) if world > 1 else model
-    step_model = cfg.step_model(wrapped)  # torch.compile'd when cfg.compile
+    step_model = cfg.step_model(model)  # torch.compile'd when cfg.compile
+    if world > 1:  # DistributedDataParallel under torchrun (frozen blocks not all-reduced)
+        step_model = parallel.wrap(step_model, torch.device(device))
     if world > 1:
         torch.manual_seed(cfg.seed + rank)  # each rank mixes its own batches
     before_step = cfg.build_before_step(optimizer, scaler)  # gradient clipping, or None

@@ -141,3 +141,13 @@ def test_a_study_searches_data_parallel_and_records_one_trial_per_run(tmp_path: 
     for t in trials[1:]:
         parallel = t.params["data_parallel"] == 2
         assert t.user_attrs["device"].endswith(" data-parallel 2") == parallel
+
+
+def test_a_compiled_model_runs_compiled_in_every_process() -> None:
+    # DDP wraps the compiled model, so DDP's hooks never split the graph (compiling the
+    # DDP wrapper instead fell back to eager for 3 frames, at 2.5x the time).
+    result = train(TrainConfig(optimizer="adam", lr=0.003, batch_size=64, epochs=2,
+                               compile=True, data_parallel=2), "digits", "cnn", device="cpu")
+    assert result.outcome == "completed"
+    assert result.tricks["compile"]["ran_compiled"], result.tricks["compile"]
+    assert result.tricks["compile"]["graph_breaks"] == 0

@@ -137,12 +137,11 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
             with run.timed():  # process start and the first all-reduce: a user pays them
                 team = parallel.start(config.data_parallel, devices or [dev], _follow,
                                       (config, data.spec, spec))
-                step_net = team.wrap(net, dev)
-        elif not lead:
-            step_net = team.wrap(net, dev)
+                step_net = team.wrap(config.step_model(net), dev)
+        else:  # DDP around the compiled model: DDP's own hooks stay out of the graph
+            step_net = team.wrap(config.step_model(net), dev)
         if team.world > 1:
             torch.manual_seed(config.seed + team.rank)  # each rank mixes its own batches
-        step_net = config.step_model(step_net)
         for epoch in range(1, config.train_epochs + 1):
             net.train()
             with run.timed():
