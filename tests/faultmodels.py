@@ -255,3 +255,18 @@ def check_no_traceback(err: str) -> None:
 
 def stderr_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
+
+
+class RankOneOOM(SmallCNN):
+    """Runs out of memory in training steps in data-parallel rank 1 only (never alone)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        if self.training and dist.is_initialized() and dist.get_rank() == 1:
+            raise torch.OutOfMemoryError(OOM_MESSAGE)
+        return super().forward(x)
+
+
+def oom_in_rank_one(*, num_classes: int, in_channels: int, dropout: float) -> nn.Module:
+    return RankOneOOM(in_channels, num_classes, dropout=dropout)

@@ -151,3 +151,12 @@ def test_a_compiled_model_runs_compiled_in_every_process() -> None:
     assert result.outcome == "completed"
     assert result.tricks["compile"]["ran_compiled"], result.tricks["compile"]
     assert result.tricks["compile"]["graph_breaks"] == 0
+
+
+def test_a_rank_out_of_memory_makes_the_run_oom_and_ends_every_process() -> None:
+    result = train(TrainConfig(optimizer="adam", lr=0.003, batch_size=64, epochs=2,
+                               data_parallel=2), "digits",
+                   ModelSpec("tests.faultmodels:oom_in_rank_one"), device="cpu")
+    assert result.outcome == "oom", (result.outcome, result.reason)
+    assert result.reason.startswith("rank 1: out of memory"), result.reason
+    assert _children() == []

@@ -177,7 +177,9 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
                 outcome, reason = verdict
                 break
     except ENDINGS as e:  # stopped, diverged, out of memory: what the step held is
-        outcome, reason = ended(e)  # released with this frame; train() empties the cache
+        if not lead:  # released with this frame; train() empties the cache
+            raise  # a follower's end goes to its lead, who records it (parallel._child)
+        outcome, reason = ended(e)
     except Exception as e:  # a data-parallel rank failed: the lead says which and how
         why = team.failure() if team.lead and team.world > 1 else None
         if why is None:

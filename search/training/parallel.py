@@ -100,6 +100,9 @@ class Team:
                 p.kill()
                 p.join()
         self._procs = []
+        if self._errors is not None:
+            self._errors.close()
+            self._errors = None
         if self._folder is not None:
             self._folder.cleanup()
             self._folder = None
@@ -182,6 +185,8 @@ def _child(rank: int, world: int, init: str, device: torch.device, threads: int,
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+        errors.close()
+        errors.join_thread()  # the message reaches the lead before the process ends
     os._exit(code)
 
 
