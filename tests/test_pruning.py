@@ -545,3 +545,20 @@ def test_fraction_rungs_judge_each_run_at_the_same_phase_of_its_schedule() -> No
 def test_fraction_rungs_need_a_minimum_below_one() -> None:
     with pytest.raises(ValueError, match="min_resource must be below 1 with resource fraction"):
         ParetoSuccessiveHalving(min_resource=1, resource="fraction")
+
+
+def test_place_is_the_position_in_the_full_order() -> None:
+    """``place`` ranks only what can be ahead of point 0; the full order agrees, with
+    equal points, equal accuracies and points below the floor."""
+    import random
+
+    from search.tuning.pruning import place
+
+    rng = random.Random(0)
+    for _ in range(2000):
+        n = rng.randint(1, 25)
+        points = [(rng.choice([0.5, 0.7, round(rng.random(), 2)]),
+                   rng.choice([1.0, 2.0, round(3 * rng.random(), 2)])) for _ in range(n)]
+        numbers = rng.sample(range(100), n)
+        worth = [rng.random() < 0.7 for _ in range(n)]
+        assert place(points, numbers, worth) == order(points, numbers, worth).index(0)

@@ -175,6 +175,36 @@ def order(points: Sequence[Point], numbers: Sequence[int],
                   key=lambda i: (not worth[i], ranks[i], -contribution[i], numbers[i]))
 
 
+def place(points: Sequence[Point], numbers: Sequence[int], worth: Sequence[bool]) -> int:
+    """``order(points, numbers, worth).index(0)``: how many points rank ahead of point 0,
+    computed from only what can be ahead of it.
+
+    The other group is wholly ahead (point 0 below the floor) or behind. Within its own
+    group, a point that point 0 dominates is on a later front, so behind; the points it
+    does not dominate keep their fronts without those (a front depends only on the points
+    dominating it, and whatever dominates one of them is not dominated by point 0 either),
+    so fronts are found among them alone, and contributions only for point 0's own front,
+    against the whole group's reference point.
+    """
+    w = worth[0]
+    xy = np.asarray(points, dtype=float)
+    group = np.asarray(worth, dtype=bool) == w
+    ahead = 0 if w else int(np.count_nonzero(~group))
+    mine_xy = xy[group]
+    low, high = float(mine_xy[:, 0].min()), float(mine_xy[:, 0].max())
+    reference = reference_point([(low, 0.0), (high, float(mine_xy[:, 1].max()))])
+    acc, sec = xy[0]
+    dominated = (acc >= xy[:, 0]) & (sec <= xy[:, 1]) & ((acc > xy[:, 0]) | (sec < xy[:, 1]))
+    up = np.flatnonzero(group & ~dominated).tolist()  # point 0 first
+    ranks = nondominated_ranks([points[i] for i in up])
+    mine = ranks[0]
+    ahead += sum(1 for r in ranks if r < mine)
+    front = [i for i, r in zip(up, ranks, strict=True) if r == mine]
+    areas = hypervolume_contributions([points[i] for i in front], reference)
+    key = {i: (-area, numbers[i]) for i, area in zip(front, areas, strict=True)}
+    return ahead + sum(1 for i in front if key[i] < key[0])
+
+
 def _check_eta(eta: int) -> None:
     # bool is an int subclass; eta=True is a mistake, not 1.
     if isinstance(eta, bool) or not isinstance(eta, int) or eta < 2:
@@ -488,7 +518,7 @@ def judge(points: Sequence[Point], numbers: Sequence[int], worth: Sequence[bool]
         if worth[0]:
             return f"dominated by {dominating} of {n} {tail}"
         return f"{where}, behind at least {above + dominating} of {n} {tail}"
-    position = order(points, numbers, worth).index(0)
+    position = place(points, numbers, worth)
     if position < kept:
         return None
     return f"{where}, ranked {position + 1} of {n} {tail}"
