@@ -178,6 +178,15 @@ def baseline_trial(trials: Iterable[FrozenTrial], device: str | None = None
     return None
 
 
+def find_baseline(study: Study, device: str | None = None) -> FrozenTrial | None:
+    """:func:`baseline_trial` of a study, reading only the trials marked as baselines
+    (one query), not the whole study."""
+    from search.tuning import queries
+
+    return baseline_trial((study._storage.get_trial(i)
+                           for i in queries.flagged(study, BASELINE_ATTR)), device)
+
+
 def baseline_accuracy(trial: FrozenTrial | None) -> float | None:
     """The baseline's final accuracy; None until it completed feasibly."""
     if trial is None or trial.state != TrialState.COMPLETE or not trial.values:

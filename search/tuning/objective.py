@@ -42,7 +42,7 @@ from search.training.engine import TrainResult, train
 from search.training.run import run_trainer
 from search.training.timing import fingerprint
 from search.tuning import queries
-from search.tuning.floor import BASELINE_ATTR, Floor, baseline_accuracy, baseline_trial
+from search.tuning.floor import BASELINE_ATTR, Floor, baseline_accuracy, find_baseline
 from search.tuning.pruning import Pruner
 from search.tuning.space import Space
 
@@ -227,7 +227,5 @@ class Objective:
         if trial.user_attrs.get(BASELINE_ATTR) and result.outcome not in INFEASIBLE:
             self._baseline_accuracy = result.accuracy
         if self._baseline_accuracy is None and self.floor.below_baseline is not None:
-            self._baseline_accuracy = baseline_accuracy(baseline_trial(
-                trial.study._storage.get_trial(i)
-                for i in queries.flagged(trial.study, BASELINE_ATTR)))
+            self._baseline_accuracy = baseline_accuracy(find_baseline(trial.study))
         return self.floor.resolve(self._baseline_accuracy)

@@ -408,18 +408,16 @@ class ParetoSuccessiveHalving(Pruner):
                 zip(points, limits, strict=True)]
 
     def _baseline(self, study: optuna.Study, device: Any) -> FrozenTrial | None:
-        """The baseline trial on ``device`` among the competing trials
-        (``floors.baseline_trial``), kept once it completed: its curve is final then."""
+        """The baseline trial on ``device`` (``floors.find_baseline``; one still waiting
+        has no curve, so it sets no floor), kept once it completed: its curve is final
+        then."""
         place = (id(study._storage), study._study_id, device)
-        if place in self._baselines:
-            return self._baselines[place]
-        for trial_id in queries.flagged(study, floors.BASELINE_ATTR):
-            t = study._storage.get_trial(trial_id)
-            if t.state in _COMPETING_STATES and t.user_attrs.get("device") == device:
-                if t.state == TrialState.COMPLETE:
-                    self._baselines[place] = t
+        if place not in self._baselines:
+            t = floors.find_baseline(study, device)
+            if t is None or t.state != TrialState.COMPLETE:
                 return t
-        return None
+            self._baselines[place] = t
+        return self._baselines[place]
 
     def _recording(self, study: optuna.Study) -> bool:
         """Whether every trial of ``study`` records its rung points (:data:`RECORDED`,
