@@ -140,6 +140,7 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
                 step_net = team.wrap(config.step_model(net), dev)
         else:  # DDP around the compiled model: DDP's own hooks stay out of the graph
             step_net = team.wrap(config.step_model(net), dev)
+        eval_net = step_net if team.world == 1 else net  # not DDP's wrapper: no collectives
         if team.world > 1:
             torch.manual_seed(config.seed + team.rank)  # each rank mixes its own batches
         for epoch in range(1, config.train_epochs + 1):
@@ -162,16 +163,15 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
                     if divergence.seen(loss) and team.world == 1:
                         break
                 team.barrier()  # the epoch ends with the slowest rank
-            verdict = None
-            if team.lead:
-                with eval_clock:  # the lead evaluates the model itself, not DDP's wrapper
-                    acc, val_loss = evaluate(step_net if team.world == 1 else net, data,
-                                             config, dev)
+            verdict = _diverged(divergence, epoch) if team.lead else None
+            if team.lead and verdict is None:  # the lead evaluates, once, and the study decides
+                with eval_clock:
+                    acc, val_loss = evaluate(eval_net, data, config, dev)
                 best = run.best()
                 if "test" in data.splits and math.isfinite(val_loss) and (
                         best < 0 or acc > run.curve[best]["accuracy"]):
                     best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-                verdict = _verdict(run, divergence, epoch, acc, val_loss)
+                verdict = _reported(run, epoch, acc, val_loss)
             verdict = team.agree(verdict)  # the lead's word, in every rank
             if verdict:
                 outcome, reason = verdict
@@ -195,19 +195,23 @@ def _run(config: TrainConfig, data: Data, net: torch.nn.Module, dev: torch.devic
         return None
     if best_state is not None and outcome != "oom":  # untimed, once: the reported point's
         net.load_state_dict(best_state)
-        test_acc = evaluate(step_net if team.world == 1 else net, data, config, dev,
-                            "test")[0]
+        test_acc = evaluate(eval_net, data, config, dev, "test")[0]
     return result_of(run, outcome, reason, test=test_acc, eval_seconds=eval_clock.seconds,
                      samples=samples, flops=flops, tricks=config.records())
 
 
-def _verdict(run: Run, divergence: Divergence, epoch: int, acc: float, val_loss: float
-             ) -> tuple[str, str] | None:
-    """After an epoch, on the lead: how the run ends here (outcome, reason), or None to go
-    on: diverged, stopped by the study, or stopped early."""
-    if divergence.confirmed():  # the clock synchronized: reading costs nothing
-        return ("diverged", f"training loss non-finite or above {divergence.limit:.0f} "
-                            f"(1000 x chance) in epoch {epoch}")
+def _diverged(divergence: Divergence, epoch: int) -> tuple[str, str] | None:
+    """After an epoch, on the lead: the run's end if its training loss diverged (then it
+    is not evaluated)."""
+    if not divergence.confirmed():  # the clock synchronized: reading costs nothing
+        return None
+    return ("diverged", f"training loss non-finite or above {divergence.limit:.0f} "
+                        f"(1000 x chance) in epoch {epoch}")
+
+
+def _reported(run: Run, epoch: int, acc: float, val_loss: float) -> tuple[str, str] | None:
+    """After an epoch's evaluation, on the lead: the run's end (outcome, reason) if the
+    study stops it or it stops early, else None."""
     try:
         run.report(acc, epoch, loss=val_loss)  # the study decides: Stop ends the run
     except ENDINGS as e:
