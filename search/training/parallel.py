@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import queue
 import tempfile
 import threading
 import time
@@ -78,10 +79,9 @@ class Team:
         if self._errors is None:
             return None
         try:
-            while True:
-                rank, message = self._errors.get(timeout=1.0)
-                return f"rank {rank}: {message}"
-        except Exception:  # noqa: BLE001 - queue.Empty: nothing said; see exit codes
+            rank, message = self._errors.get(timeout=1.0)
+            return f"rank {rank}: {message}"
+        except queue.Empty:  # nothing said (killed): the exit codes say what they can
             died = [f"rank {i + 1} exited with {p.exitcode}" for i, p in enumerate(self._procs)
                     if p.exitcode not in (None, 0)]
             return "; ".join(died) or None
