@@ -2,7 +2,9 @@
 
 Optuna refuses ``Trial.report`` and ``Trial.should_prune`` in multi-objective studies, so
 we prune ourselves. Every running trial writes its learning curve to the user attribute
-``curve`` after each epoch (see ``docs/architecture.md``); the pruner reads those curves.
+``curve`` after each epoch, and its point at each rung it crosses to a rung record (a
+system attribute, see ``docs/architecture.md``); the pruner reads the records of the rung
+it decides (a study made before records existed: every curve).
 
 Rungs sit at ``min_resource * eta**k`` epochs, seconds, or fractions of the trial's own
 schedule (``resource: fraction``, ``min_resource`` below 1: 1/9 gives rungs at 1/9, 1/3
