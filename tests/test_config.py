@@ -153,3 +153,31 @@ def test_effective_lr_follows_lr_scaling() -> None:
     assert effective_lr(TrainConfig(lr=0.1, batch_size=512)) == 0.1
     assert effective_lr(TrainConfig(lr=0.1, batch_size=512, lr_scaling="linear")) == \
         pytest.approx(0.2)
+
+
+def test_deprecated_loop_names_still_work_and_warn_once() -> None:
+    """An earlier README's loop (cfg.freeze, cfg.build_mixer, cfg.mix) keeps running."""
+    import warnings
+
+    import torch
+
+    from search.training import config as config_module
+
+    config_module._WARNED.clear()
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 3))
+    cfg = TrainConfig(frozen_layers=1, mixup_alpha=0.4)
+    with pytest.warns(FutureWarning, match=r"cfg\.freeze\(model\) is deprecated.*cfg\.prepare"):
+        names = cfg.freeze(model, blocks=["0", "1"])
+    assert names == ["0"]
+    assert not any(p.requires_grad for p in model[0].parameters())
+    assert all(p.requires_grad for p in model[1].parameters())
+    x, y = torch.rand(8, 1, 4, 4), torch.arange(8) % 3
+    with pytest.warns(FutureWarning, match=r"cfg\.mix"):
+        mixed, target = cfg.mix(x, y, 3)
+    assert target.shape == (8, 3) and not torch.equal(mixed, x)  # soft targets: mixed
+    with pytest.warns(FutureWarning, match=r"cfg\.build_mixer"):
+        cfg.build_mixer(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second use is silent
+        cfg.mix(x, y, 3)
+        cfg.build_mixer(3)(x, y)

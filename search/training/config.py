@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from search.errors import UserError
 from search.training import tricks
 from search.training.trick import Context
+from search.training.tricks import freezing, mixing
 from search.training.tricks.freezing import as_groups, blocks_of
 
 if TYPE_CHECKING:
@@ -217,6 +219,42 @@ class _Config:
         n = len(x)
         return [(xs, ts, len(xs) / n)
                 for xs, ts in zip(x.tensor_split(k), target.tensor_split(k), strict=True)]
+
+
+    # -- deprecated names (an earlier README's loop); each warns once, then works ----------
+
+    def freeze(self, model: torch.nn.Module,
+               blocks: Iterable[str | Iterable[str]] | None = None) -> list[str]:
+        """Deprecated: use :meth:`prepare` (freezing and memory format). Freezes the first
+        ``frozen_layers`` blocks only; returns the frozen module names, as it did."""
+        _deprecated("cfg.freeze(model)", "cfg.prepare(model)")
+        block_list = blocks_of(model) if blocks is None else as_groups(blocks)
+        return freezing.freeze(model, block_list, self.frozen_layers)
+
+    def build_mixer(self, num_classes: int) -> Batch:
+        """Deprecated: use :meth:`build_batch` (augmentation, mixing, memory format). Mixup
+        and cutmix only, as it was; the identity when both are off."""
+        _deprecated("cfg.build_mixer(num_classes)", "cfg.build_batch(num_classes)")
+        return mixing.build(num_classes, mixup_alpha=self.mixup_alpha,
+                            cutmix_alpha=self.cutmix_alpha)
+
+    def mix(self, x: torch.Tensor, y: torch.Tensor,
+            num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Deprecated: use ``cfg.build_batch(num_classes)(x, y)``. Mixes one batch."""
+        _deprecated("cfg.mix(x, y, num_classes)", "cfg.build_batch(num_classes)(x, y)")
+        return mixing.build(num_classes, mixup_alpha=self.mixup_alpha,
+                            cutmix_alpha=self.cutmix_alpha)(x, y)
+
+
+_WARNED: set[str] = set()
+
+
+def _deprecated(old: str, new: str) -> None:
+    """Warn once per process that ``old`` is deprecated (a FutureWarning: users see it)."""
+    if old not in _WARNED:
+        _WARNED.add(old)
+        warnings.warn(f"{old} is deprecated and will be removed in a later release; "
+                      f"use {new}", FutureWarning, stacklevel=3)
 
 
 TrainConfig = dataclasses.make_dataclass(
